@@ -1,0 +1,29 @@
+"""ssr_lib: the package behind the SSR-Net teaching kit.
+
+One module per concern: `config` (folders), `data` (UTKFace), `formula`
+(the soft stagewise regression in NumPy), `model` (SSR-Net in Keras 3),
+`train`, `evaluate` and `plotting`.
+"""
+
+import os
+
+# Keep TensorFlow's C++ start-up messages out of notebooks and logs.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__version__ = "0.1.0"
+
+
+def set_seed(seed=0, deterministic=False):
+    """Seed Python, NumPy and the Keras backend in one call.
+
+    With `deterministic=True`, TensorFlow also picks deterministic kernels,
+    which is slower. Thread scheduling, library versions and hardware can
+    still change the last digits of results.
+    """
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()

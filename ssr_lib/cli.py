@@ -1,0 +1,110 @@
+"""Command line: `python -m ssr_lib {train,evaluate,summary}`.
+
+Every command that fails on bad input prints one message naming the file
+or folder and the fix, and exits with status 2, never with a traceback.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DATASETS = ("utkface",)
+
+
+def _add_data_options(parser):
+    parser.add_argument("--dataset", choices=DATASETS, default="utkface", help="dataset to read (default: utkface)")
+    parser.add_argument("--data-dir", type=Path, help="folder that contains UTKFace/, or the image folder itself "
+                        "(default: $SSR_DATA_DIR or data/)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the train/validation/test split (default: 0)")
+
+
+def _parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m ssr_lib", description="SSR-Net teaching kit")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train SSR-Net and evaluate it on the test split")
+    _add_data_options(train)
+    train.add_argument("--profile", choices=("quick", "full"), default="quick",
+                       help="quick: 12 epochs for a CPU; full: the paper's 90 epochs (default: quick)")
+    train.add_argument("--output", type=Path, required=True,
+                       help="run folder; writes model.keras, history.csv and metrics.json there")
+    train.add_argument("--stages", type=int, nargs="+", default=[3, 3, 3], help="bins per stage (default: 3 3 3)")
+    train.add_argument("--epochs", type=int, help="override the profile's number of epochs")
+    train.add_argument("--fresh", action="store_true", help="ignore a finished or interrupted run in --output")
+
+    evaluate = commands.add_parser("evaluate", help="print MAE, CA(3) and CA(5) of a saved model")
+    evaluate.add_argument("model", type=Path, help="a .keras file written by `train`")
+    _add_data_options(evaluate)
+    evaluate.add_argument("--split", choices=("train", "val", "test", "all"), default="test",
+                          help="images to evaluate on; `all` is every readable image (default: test)")
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+
+    summary = commands.add_parser("summary", help="print the parameters and bytes of an SSR-Net configuration")
+    summary.add_argument("--stages", type=int, nargs="+", default=[3, 3, 3], help="bins per stage (default: 3 3 3)")
+    summary.add_argument("--lambda-local", type=float, default=1.0, help="weight of the shifts (default: 1.0)")
+    summary.add_argument("--lambda-d", type=float, default=1.0, help="weight of the scales (default: 1.0)")
+    summary.add_argument("--image-size", type=int, default=64, help="input height and width (default: 64)")
+    summary.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    return parser.parse_args(argv)
+
+
+def _print_metrics(metrics, as_json):
+    if as_json:
+        print(json.dumps(metrics))
+    else:
+        print(f"MAE {metrics['mae']:.2f} years, CA(3) {metrics['ca3']:.3f}, "
+              f"CA(5) {metrics['ca5']:.3f} on {metrics['n_test']:,} images")
+
+
+def run_train(args):
+    from ssr_lib import data, evaluate, model, train
+
+    splits = data.load_utkface(args.data_dir, seed=args.seed)
+    network = model.build_ssrnet(args.stages)
+    network, _ = train.train(network, splits, args.output, profile=args.profile, seed=args.seed,
+                             resume=not args.fresh, epochs=args.epochs)
+    metrics = evaluate.evaluate(network, splits["test"])
+    (args.output / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    _print_metrics(metrics, as_json=False)
+    print(f"Wrote {args.output / 'model.keras'}, history.csv and metrics.json")
+
+
+def run_evaluate(args):
+    from ssr_lib import data, evaluate, model
+
+    network = model.load_model(args.model)
+    if args.split == "all":
+        arrays, _ = data.prepare_utkface(args.data_dir, verbose=not args.json)
+        split = data.Split(arrays["images"], arrays["ages"], arrays["files"])
+    else:
+        split = data.load_utkface(args.data_dir, seed=args.seed, verbose=not args.json)[args.split]
+    _print_metrics(evaluate.evaluate(network, split), args.json)
+
+
+def run_summary(args):
+    from ssr_lib import model
+
+    network = model.build_ssrnet(args.stages, args.lambda_local, args.lambda_d, args.image_size)
+    summary = {
+        "model": network.name,
+        "stages": args.stages,
+        "parameters": int(network.count_params()),
+        "bytes": model.count_bytes(network),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{summary['model']}: {summary['parameters']:,} parameters, "
+              f"{summary['bytes']:,} bytes as float32")
+
+
+def main(argv=None):
+    args = _parse_args(argv)
+    handlers = {"train": run_train, "evaluate": run_evaluate, "summary": run_summary}
+    try:
+        handlers[args.command](args)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,49 @@
+"""Where the kit looks for datasets, caches and training runs.
+
+Three environment variables override the defaults:
+
+- `SSR_DATA_DIR`: the folder that holds one sub-folder per dataset
+  (`UTKFace/`, ...). Defaults to `data/` in the project root.
+- `SSR_CACHE_DIR`: where prepared arrays are cached. Defaults to
+  `data/cache/` in the project root, so a read-only `SSR_DATA_DIR` works.
+- `SSR_RUNS_DIR`: where training runs write models and histories.
+  Defaults to `runs/` in the project root.
+
+The project root is the nearest folder, from the working directory upwards,
+that contains `_toc.yml`; notebooks run from `notebooks/` and still find it.
+Outside a checkout, the working directory is used.
+"""
+
+import os
+from pathlib import Path
+
+
+def project_root():
+    """Return the nearest folder at or above the working directory with `_toc.yml`."""
+    here = Path.cwd().resolve()
+    for folder in [here, *here.parents]:
+        if (folder / "_toc.yml").is_file():
+            return folder
+    return here
+
+
+def _folder(variable, default_name):
+    value = os.environ.get(variable)
+    if value:
+        return Path(value).expanduser().resolve()
+    return project_root() / default_name
+
+
+def data_dir():
+    """Return the datasets folder: `$SSR_DATA_DIR`, or `data/` in the project root."""
+    return _folder("SSR_DATA_DIR", "data")
+
+
+def cache_dir():
+    """Return the cache folder: `$SSR_CACHE_DIR`, or `data/cache/` in the project root."""
+    return _folder("SSR_CACHE_DIR", "data/cache")
+
+
+def runs_dir():
+    """Return the training runs folder: `$SSR_RUNS_DIR`, or `runs/` in the project root."""
+    return _folder("SSR_RUNS_DIR", "runs")

@@ -1,0 +1,203 @@
+"""SSR-Net in Keras 3.
+
+Reference: Yang, Huang, Lin, Hsiu and Chuang, "SSR-Net: A Compact Soft
+Stagewise Regression Network for Age Estimation", IJCAI 2018.
+
+Input contract: images of shape `(batch, 64, 64, 3)`, float32, pixel values
+0..255 with no scaling or mean subtraction. The kit trains on RGB; the
+authors' released weights were trained on BGR images read by OpenCV.
+
+Introduced in notebook 02, *Building SSR-Net*.
+"""
+
+import keras
+from keras import layers, ops
+
+from ssr_lib.formula import AGE_RANGE, MIN_SCALE
+
+# The two streams of the backbone: channels, activation and pooling.
+STREAMS = {
+    "stream1": {"channels": 32, "activation": "relu", "pool": layers.AveragePooling2D},
+    "stream2": {"channels": 16, "activation": "tanh", "pool": layers.MaxPooling2D},
+}
+
+# Which backbone output feeds each stage, and the pool applied after the 1x1
+# conv, as in the released SSR-Net(3,3,3): stage 1 reads the last block,
+# stage 2 the second pool and stage 3 the first pool.
+STAGE_TAPS = [("block4", None), ("pool2", 4), ("pool1", 8)]
+
+FUSION_CHANNELS = 10
+DROPOUT_RATE = 0.2
+
+
+@keras.saving.register_keras_serializable(package="ssr_lib")
+class SoftStagewiseRegression(layers.Layer):
+    """Combine the stage outputs into one age, as `formula.soft_stagewise_regression`.
+
+    Args:
+        lambda_local: weight of the shifts `eta`. Defaults to `1.0`.
+        lambda_d: weight of the scales `delta`. Defaults to `1.0`.
+        age_range: `V`, the width of the age range. Defaults to `101.0`.
+
+    Call arguments:
+        inputs: a list of 3K tensors: `p_1..p_K` of shape `(batch, s_k)`,
+            then `eta_1..eta_K` of the same shapes, then `delta_1..delta_K`
+            of shape `(batch, 1)`.
+
+    Returns:
+        A tensor of shape `(batch, 1)`, the predicted age.
+    """
+
+    def __init__(self, lambda_local=1.0, lambda_d=1.0, age_range=AGE_RANGE, **kwargs):
+        super().__init__(**kwargs)
+        self.lambda_local = float(lambda_local)
+        self.lambda_d = float(lambda_d)
+        self.age_range = float(age_range)
+
+    def call(self, inputs):
+        if len(inputs) % 3:
+            raise ValueError(
+                f"Expected 3K inputs (p, eta and delta per stage). Received: {len(inputs)}"
+            )
+        num_stages = len(inputs) // 3
+        p = inputs[:num_stages]
+        eta = inputs[num_stages:2 * num_stages]
+        delta = inputs[2 * num_stages:]
+
+        age = 0.0
+        width = 1.0
+        for p_k, eta_k, delta_k in zip(p, eta, delta):
+            bins = p_k.shape[-1]
+            scale = ops.maximum(1.0 + self.lambda_d * delta_k, MIN_SCALE)
+            width = width * (bins * scale)
+            index = ops.cast(ops.arange(bins), p_k.dtype)
+            weighted = ops.sum(p_k * (index + self.lambda_local * eta_k), axis=-1, keepdims=True)
+            age = age + weighted / width
+        return self.age_range * age
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], 1)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            lambda_local=self.lambda_local, lambda_d=self.lambda_d, age_range=self.age_range
+        )
+        return config
+
+
+def _conv_block(x, stream, block):
+    """Apply `Conv 3x3 (valid) -> BatchNorm -> activation` of one backbone block."""
+    settings = STREAMS[stream]
+    x = layers.Conv2D(settings["channels"], 3, name=f"{stream}_block{block}_conv")(x)
+    x = layers.BatchNormalization(name=f"{stream}_block{block}_bn")(x)
+    return layers.Activation(settings["activation"], name=f"{stream}_block{block}_act")(x)
+
+
+def _backbone(inputs, stream):
+    """Build one stream and return its outputs by name: pool1..pool3 and block4."""
+    pool = STREAMS[stream]["pool"]
+    taps = {}
+    x = inputs
+    for block in (1, 2, 3):
+        x = _conv_block(x, stream, block)
+        x = pool(2, name=f"{stream}_pool{block}")(x)
+        taps[f"pool{block}"] = x
+    taps["block4"] = _conv_block(x, stream, 4)
+    return taps
+
+
+def _stage_features(taps, stream, stage):
+    """Turn one stream's tap for `stage` into a flat feature vector."""
+    tap, pool_size = STAGE_TAPS[stage - 1]
+    x = layers.Conv2D(
+        FUSION_CHANNELS, 1, activation="relu", name=f"stage{stage}_{stream}_conv"
+    )(taps[stream][tap])
+    if pool_size:
+        x = STREAMS[stream]["pool"](pool_size, name=f"stage{stage}_{stream}_pool")(x)
+    return layers.Flatten(name=f"stage{stage}_{stream}_flatten")(x)
+
+
+def _fusion_block(taps, stage, bins):
+    """Build one stage's head and return its `(p, eta, delta)` tensors."""
+    features = {s: _stage_features(taps, s, stage) for s in STREAMS}
+
+    product = layers.Multiply(name=f"stage{stage}_delta_product")(list(features.values()))
+    delta = layers.Dense(1, activation="tanh", name=f"stage{stage}_delta")(product)
+
+    projected = []
+    for stream, x in features.items():
+        x = layers.Dropout(DROPOUT_RATE, name=f"stage{stage}_{stream}_dropout")(x)
+        x = layers.Dense(bins, activation="relu", name=f"stage{stage}_{stream}_dense")(x)
+        projected.append(x)
+    x = layers.Multiply(name=f"stage{stage}_product")(projected)
+    x = layers.Dense(2 * bins, activation="relu", name=f"stage{stage}_hidden")(x)
+    p = layers.Dense(bins, activation="relu", name=f"stage{stage}_p")(x)
+    eta = layers.Dense(bins, activation="tanh", name=f"stage{stage}_eta")(x)
+    return p, eta, delta
+
+
+def build_ssrnet(stage_bins=(3, 3, 3), lambda_local=1.0, lambda_d=1.0, image_size=64,
+                 age_range=AGE_RANGE, name=None):
+    """Build SSR-Net as a functional Keras model.
+
+    Args:
+        stage_bins: bins per stage, `(s_1, ..., s_K)`, from the coarsest stage
+            to the finest. Defaults to `(3, 3, 3)`, the released model.
+        lambda_local: weight of the per-bin shifts. Defaults to `1.0`.
+        lambda_d: weight of the per-stage scale. Defaults to `1.0`.
+        image_size: height and width of the input. Defaults to `64`.
+        age_range: `V`, the width of the age range. Defaults to `101.0`.
+        name: model name. Defaults to `ssrnet_<bins>_<size>`.
+
+    Returns:
+        A `keras.Model` mapping `(batch, size, size, 3)` float32 images with
+        values 0..255 to `(batch, 1)` ages.
+
+    Raises:
+        ValueError: if `stage_bins` is empty, longer than the backbone has
+            taps for, or holds a bin count below 1.
+    """
+    stage_bins = tuple(int(b) for b in stage_bins)
+    if not 1 <= len(stage_bins) <= len(STAGE_TAPS) or min(stage_bins) < 1:
+        raise ValueError(
+            f"Expected 1 to {len(STAGE_TAPS)} stages with at least one bin each. "
+            f"Received: stage_bins={stage_bins}"
+        )
+    if name is None:
+        name = "ssrnet_" + "_".join(map(str, stage_bins)) + f"_{image_size}"
+
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    taps = {stream: _backbone(inputs, stream) for stream in STREAMS}
+
+    outputs = [_fusion_block(taps, k, bins) for k, bins in enumerate(stage_bins, start=1)]
+    p, eta, delta = (list(group) for group in zip(*outputs))
+    age = SoftStagewiseRegression(lambda_local, lambda_d, age_range, name="age")(p + eta + delta)
+    return keras.Model(inputs, age, name=name)
+
+
+def count_bytes(model):
+    """Return the bytes the model's weights take in memory (4 per float32 value)."""
+    return int(sum(w.size * w.dtype.itemsize for w in (v.numpy() for v in model.weights)))
+
+
+def load_model(path):
+    """Load a model saved by the kit as `.keras`, with Keras' safe mode on.
+
+    Raises:
+        FileNotFoundError: if `path` does not exist.
+        ValueError: if `path` is not a `.keras` file.
+    """
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Model file not found: {path}. Train one with "
+            "`python -m ssr_lib train --output DIR`, which writes DIR/model.keras."
+        )
+    if path.suffix != ".keras":
+        raise ValueError(
+            f"Expected a Keras 3 model file ending in .keras. Received: {path}"
+        )
+    return keras.saving.load_model(path, safe_mode=True)

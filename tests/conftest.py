@@ -1,0 +1,51 @@
+"""Shared fixtures: the real data under $SSR_SHARED_DIR, and small folders built from it."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ssr_lib.data import UTKFACE_PATTERN
+
+SHARED_HINT = (
+    "set SSR_SHARED_DIR to the folder with data/UTKFace, pretrained/ and media/ "
+    "(.ci/run sets it to ../shared)"
+)
+
+
+def shared_dir():
+    value = os.environ.get("SSR_SHARED_DIR")
+    return Path(value) if value else None
+
+
+@pytest.fixture(scope="session")
+def shared():
+    folder = shared_dir()
+    if folder is None or not (folder / "data" / "UTKFace").is_dir():
+        pytest.skip(f"real data not available: {SHARED_HINT}")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def utkface_dir(shared):
+    return shared / "data" / "UTKFace"
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Give every test one session-wide cache and runs folder outside the repository."""
+    base = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("SSR_CACHE_DIR", str(base / "cache"))
+    monkeypatch.setenv("SSR_RUNS_DIR", str(base / "runs"))
+
+
+@pytest.fixture
+def small_utkface(utkface_dir, tmp_path):
+    """A folder with 60 real UTKFace images of ages 0..100, named as in the published set."""
+    folder = tmp_path / "UTKFace"
+    folder.mkdir()
+    names = [n for n in sorted(os.listdir(utkface_dir)) if UTKFACE_PATTERN.match(n)]
+    for name in [n for n in names if int(n.split("_")[0]) <= 100][::300][:60]:
+        shutil.copy(utkface_dir / name, folder / name)
+    return folder

@@ -1,0 +1,100 @@
+"""The command line, run as a user runs it, on real UTKFace faces."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from ssr_lib.data import UTKFACE_PATTERN
+
+
+def ssr(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "ssr_lib", *map(str, args)],
+                          capture_output=True, text=True, **kwargs)
+
+
+@pytest.fixture
+def utkface_400(utkface_dir, tmp_path):
+    folder = tmp_path / "UTKFace"
+    folder.mkdir()
+    names = [n for n in sorted(os.listdir(utkface_dir)) if UTKFACE_PATTERN.match(n)]
+    for name in [n for n in names if int(n.split("_")[0]) <= 100][::50][:400]:
+        shutil.copy(utkface_dir / name, folder / name)
+    return folder
+
+
+def wait_for_rows(path, rows, process, timeout=300):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.is_file() and len(path.read_text().splitlines()) > rows:
+            return
+        assert process.poll() is None, "training ended before it could be interrupted"
+        time.sleep(0.05)
+    raise AssertionError(f"{path} did not reach {rows} rows in {timeout} s")
+
+
+def test_train_resumes_after_kill(utkface_400, tmp_path):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "ssr_lib", "train", "--data-dir", utkface_400,
+               "--output", run, "--epochs", "20"]
+    process = subprocess.Popen(list(map(str, command)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_rows(run / "history.csv", 2, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (run / "model.keras").exists()
+
+    result = subprocess.run(list(map(str, command)), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    raw = pd.read_csv(run / "history.csv")
+    assert sorted(set(raw["epoch"])) == list(range(20))
+    assert (raw["epoch"] == 0).sum() == 1, "the resumed run started again from epoch 0"
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics) == {"mae", "ca3", "ca5", "n_test"}
+    assert metrics["n_test"] == 40
+
+    again = ssr("train", "--data-dir", utkface_400, "--output", run, "--epochs", 20)
+    assert "Found a finished run" in again.stdout
+
+
+def test_evaluate_all_images_json(utkface_400, tmp_path):
+    run = tmp_path / "run"
+    assert ssr("train", "--data-dir", utkface_400, "--output", run, "--epochs", 1).returncode == 0
+    result = ssr("evaluate", run / "model.keras", "--dataset", "utkface", "--data-dir", utkface_400,
+                 "--split", "all", "--json")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert metrics["n_test"] == 400
+    assert 0 <= metrics["ca3"] <= metrics["ca5"] <= 1
+
+
+def test_missing_data_folder_is_a_message(tmp_path):
+    result = ssr("train", "--data-dir", tmp_path / "absent", "--output", tmp_path / "run")
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr and "SSR_DATA_DIR" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_empty_data_folder_is_a_message(tmp_path):
+    from ssr_lib.model import build_ssrnet
+
+    model_file = tmp_path / "model.keras"
+    build_ssrnet().save(model_file)
+    (tmp_path / "UTKFace").mkdir()
+    result = ssr("evaluate", model_file, "--data-dir", tmp_path)
+    assert result.returncode == 2
+    assert "contains no .jpg files" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_model_is_a_message(utkface_400, tmp_path):
+    result = ssr("evaluate", tmp_path / "none.keras", "--data-dir", utkface_400)
+    assert result.returncode == 2
+    assert "Model file not found" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,55 @@
+"""Notebooks: committed without outputs, and the whole book builds on real faces."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def test_notebooks_are_numbered_and_listed():
+    toc = (ROOT / "_toc.yml").read_text()
+    assert NOTEBOOKS
+    for path in NOTEBOOKS:
+        assert re.match(r"\d\d_", path.name), f"{path.name} lacks its reading-order number"
+        assert f"notebooks/{path.stem}" in toc, f"{path.name} is missing from _toc.yml"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_committed_without_outputs(path):
+    notebook = nbformat.read(path, as_version=4)
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type == "code":
+            assert not cell.outputs, f"{path.name} cell {index} has stored outputs; clear them"
+            assert cell.execution_count is None, f"{path.name} cell {index} has an execution count"
+
+
+@pytest.mark.book
+def test_book_builds_on_real_faces(shared, tmp_path):
+    """Execute every notebook with `jupyter-book build -W` and check the trained model's page."""
+    env = dict(os.environ, SSR_DATA_DIR=str(shared / "data"))
+    build = subprocess.run(
+        [str(Path(sys.executable).parent / "jupyter-book"), "build", str(ROOT), "--path-output", str(tmp_path),
+         "-W", "-n", "--keep-going"],
+        capture_output=True, text=True, env=env,
+    )
+    assert build.returncode == 0, build.stdout[-6000:] + build.stderr[-6000:]
+
+    html = tmp_path / "_build" / "html"
+    assert (html / "index.html").is_file()
+    for path in NOTEBOOKS:
+        page = (html / "notebooks" / f"{path.stem}.html").read_text()
+        assert "Traceback" not in page, f"{path.stem}.html shows a traceback"
+
+    metrics_file = Path(os.environ["SSR_RUNS_DIR"]) / "utkface-quick" / "metrics.json"
+    metrics = json.loads(metrics_file.read_text())
+    assert metrics["mae"] < 8.0, f"quick profile test MAE {metrics['mae']:.2f} is not below 8.0"
+    page = (html / "notebooks" / "03_training_on_utkface.html").read_text()
+    assert f"SSR-Net test MAE: {metrics['mae']:.2f} years" in page
