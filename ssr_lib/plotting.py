@@ -44,7 +44,7 @@ def plot_history(history, title=None):
     """
     fig, ax = plt.subplots(figsize=FIGSIZE)
     epochs = history["epoch"] + 1
-    ax.plot(epochs, history["loss"], label="training (augmented)")
+    ax.plot(epochs, history["loss"], label="training")
     ax.plot(epochs, history["val_loss"], label="validation")
     if "learning_rate" in history:
         drops = epochs[history["learning_rate"].diff() < 0]

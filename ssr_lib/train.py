@@ -30,6 +30,7 @@ class Profile:
     learning_rate: float
     decay_epochs: tuple = field(default_factory=tuple)
     augment: bool = True
+    bn_momentum: float = 0.99
 
 
 PROFILES = {
@@ -138,6 +139,19 @@ def step_decay(profile):
     return schedule
 
 
+def set_bn_momentum(model, momentum):
+    """Set the momentum of every BatchNormalization layer's moving averages.
+
+    SSR-Net divides by `1 + lambda_d * delta`, so small differences between
+    the batch statistics used in training and the moving averages used in
+    inference can move the predicted age by years. With Keras' default 0.99
+    the averages trail the weights by about 100 steps; a short run needs 0.9.
+    """
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = momentum
+
+
 def read_history(path):
     """Read a training history CSV, keeping the last row of each epoch.
 
@@ -188,6 +202,7 @@ def train(model, splits, output_dir, profile="quick", seed=0, resume=True, verbo
     (output_dir / "profile.json").write_text(json.dumps(asdict(profile), indent=2))
 
     keras.utils.set_random_seed(seed)
+    set_bn_momentum(model, profile.bn_momentum)
     train_ds = make_dataset(splits["train"].images, splits["train"].ages, profile.batch_size,
                             shuffle=True, augment=profile.augment, seed=seed)
     val_ds = make_dataset(splits["val"].images, splits["val"].ages, 256)
