@@ -1,0 +1,226 @@
+"""Loading the SSR-Net authors' released Keras 2.0.6 weights into the kit's model.
+
+The authors released, for each training set (IMDB, WIKI, MORPH2), an HDF5
+weight file `<model>.h5` and the model's Keras 2 config `<model>.json`. Their
+layer names are numbered in creation order (`conv2d_5`, `dense_7`), so the
+import matches layers by the architecture the config describes: it starts at
+the input, follows each stream through its blocks, and finds each stage's
+fusion block from the backbone output it reads.
+
+Input contract of the released weights: 64x64 faces, float32 values 0..255,
+BGR channel order (the authors read their training images with OpenCV).
+"""
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import h5py
+
+from ssr_lib.model import STAGE_TAPS, build_ssrnet
+
+# The activation of each stream's blocks tells the streams apart.
+STREAM_OF_ACTIVATION = {"relu": "stream1", "tanh": "stream2"}
+
+
+class ReleasedModelError(ValueError):
+    """Raised when a released file does not fit the kit's SSR-Net."""
+
+
+class Keras2Graph:
+    """The layers of a Keras 2 functional model config and who consumes whom."""
+
+    def __init__(self, config):
+        self.layers = {layer["name"]: layer for layer in config["config"]["layers"]}
+        self.consumers = defaultdict(list)
+        for name, layer in self.layers.items():
+            for node in layer["inbound_nodes"]:
+                for source in node:
+                    self.consumers[source[0]].append(name)
+
+    @classmethod
+    def from_json(cls, path):
+        return cls(json.loads(Path(path).read_text()))
+
+    def kind(self, name):
+        return self.layers[name]["class_name"]
+
+    def setting(self, name, key):
+        return self.layers[name]["config"].get(key)
+
+    def next_layer(self, name, kind, **settings):
+        """Return the one consumer of `name` of class `kind` whose config matches `settings`."""
+        found = [
+            consumer for consumer in self.consumers[name]
+            if self.kind(consumer) == kind
+            and all(self.setting(consumer, k) == v for k, v in settings.items())
+        ]
+        if len(found) != 1:
+            raise ReleasedModelError(
+                f"Expected one {kind} layer {settings or ''} after layer {name!r}. Received: {found}"
+            )
+        return found[0]
+
+
+def match_layers(graph, num_stages=3):
+    """Map the kit's layer names to the released model's layer names.
+
+    Returns:
+        A dict from kit layer name (`stream1_block1_conv`, `stage2_p`, ...)
+        to the released layer name (`conv2d_1`, `pred_age_stage2`, ...),
+        covering every layer with weights.
+
+    Raises:
+        ReleasedModelError: if the config is not an SSR-Net of this shape.
+    """
+    inputs = [name for name in graph.layers if graph.kind(name) == "InputLayer"]
+    if len(inputs) != 1:
+        raise ReleasedModelError(f"Expected one input layer. Received: {inputs}")
+
+    mapping = {}
+    taps = {}
+    for first_conv in graph.consumers[inputs[0]]:
+        stream, stream_taps = _match_stream(graph, first_conv, mapping)
+        taps[stream] = stream_taps
+    if sorted(taps) != ["stream1", "stream2"]:
+        raise ReleasedModelError(f"Expected a ReLU and a Tanh stream. Received: {sorted(taps)}")
+
+    for stage in range(1, num_stages + 1):
+        _match_stage(graph, taps, stage, mapping)
+    return mapping
+
+
+def _match_stream(graph, conv, mapping):
+    """Follow one stream from its first conv; return its name and its taps."""
+    block_layers = []
+    taps = {}
+    for block in (1, 2, 3, 4):
+        bn = graph.next_layer(conv, "BatchNormalization")
+        act = graph.next_layer(bn, "Activation")
+        block_layers.append((block, conv, bn))
+        if block == 4:
+            taps["block4"] = act
+            break
+        pool = [c for c in graph.consumers[act] if graph.kind(c).endswith("Pooling2D")]
+        if len(pool) != 1:
+            raise ReleasedModelError(f"Expected one pooling layer after {act!r}. Received: {pool}")
+        taps[f"pool{block}"] = pool[0]
+        conv = graph.next_layer(pool[0], "Conv2D", kernel_size=[3, 3])
+
+    activation = graph.setting(taps["block4"], "activation")
+    stream = STREAM_OF_ACTIVATION.get(activation)
+    if stream is None:
+        raise ReleasedModelError(f"Unknown stream activation {activation!r} in layer {taps['block4']!r}")
+    for block, conv, bn in block_layers:
+        mapping[f"{stream}_block{block}_conv"] = conv
+        mapping[f"{stream}_block{block}_bn"] = bn
+    return stream, taps
+
+
+def _match_stage(graph, taps, stage, mapping):
+    """Find one stage's fusion block from the backbone outputs it reads."""
+    tap, pool_size = STAGE_TAPS[stage - 1]
+    flattened = {}
+    dense = {}
+    for stream in ("stream1", "stream2"):
+        conv = graph.next_layer(taps[stream][tap], "Conv2D", kernel_size=[1, 1])
+        mapping[f"stage{stage}_{stream}_conv"] = conv
+        x = conv
+        if pool_size:
+            pools = [c for c in graph.consumers[conv] if graph.kind(c).endswith("Pooling2D")]
+            if len(pools) != 1 or graph.setting(pools[0], "pool_size") != [pool_size, pool_size]:
+                raise ReleasedModelError(
+                    f"Expected one {pool_size}x{pool_size} pool after {conv!r}. Received: {pools}"
+                )
+            x = pools[0]
+        flattened[stream] = graph.next_layer(x, "Flatten")
+        dropout = graph.next_layer(flattened[stream], "Dropout")
+        dense[stream] = graph.next_layer(dropout, "Dense")
+        mapping[f"stage{stage}_{stream}_dense"] = dense[stream]
+
+    delta_product = graph.next_layer(flattened["stream1"], "Multiply")
+    mapping[f"stage{stage}_delta"] = graph.next_layer(delta_product, "Dense", units=1)
+    product = graph.next_layer(dense["stream1"], "Multiply")
+    hidden = graph.next_layer(product, "Dense")
+    mapping[f"stage{stage}_hidden"] = hidden
+    mapping[f"stage{stage}_p"] = graph.next_layer(hidden, "Dense", activation="relu")
+    mapping[f"stage{stage}_eta"] = graph.next_layer(hidden, "Dense", activation="tanh")
+
+
+def read_h5_weights(path):
+    """Read every layer's weight arrays from a Keras 2 HDF5 file, in Keras' order."""
+    weights = {}
+    with h5py.File(path, "r") as file:
+        root = file["model_weights"] if "model_weights" in file else file
+        for name in root.attrs["layer_names"]:
+            name = name.decode() if isinstance(name, bytes) else name
+            group = root[name]
+            names = [n.decode() if isinstance(n, bytes) else n for n in group.attrs["weight_names"]]
+            if names:
+                weights[name] = [group[n][()] for n in names]
+    return weights
+
+
+def lambdas_from_graph(graph):
+    """Return `(lambda_local, lambda_d)` stored in the released model's Lambda layer."""
+    for name in graph.layers:
+        arguments = graph.setting(name, "arguments") or {}
+        if "lambda_local" in arguments:
+            return float(arguments["lambda_local"]), float(arguments["lambda_d"])
+    raise ReleasedModelError("Expected a Lambda layer with `lambda_local` and `lambda_d` arguments.")
+
+
+def load_released_ssrnet(h5_path, json_path=None):
+    """Build SSR-Net(3,3,3) and fill it with the authors' released weights.
+
+    Args:
+        h5_path: the released weights, such as `ssrnet_3_3_3_64_1.0_1.0.h5`.
+        json_path: the model config beside it. Defaults to `h5_path` with
+            the suffix `.json`.
+
+    Returns:
+        A `keras.Model` that expects BGR float32 faces with values 0..255.
+
+    Raises:
+        FileNotFoundError: if either file is missing.
+        ReleasedModelError: if a layer is missing or its weights have
+            other shapes than the kit's layer; the message names the layer.
+    """
+    h5_path = Path(h5_path)
+    json_path = Path(json_path) if json_path else h5_path.with_suffix(".json")
+    for path in (h5_path, json_path):
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"Released model file not found: {path}. The weights (.h5) and the config "
+                "(.json) must lie side by side, as in the authors' pretrained_models folder."
+            )
+    graph = Keras2Graph.from_json(json_path)
+    lambda_local, lambda_d = lambdas_from_graph(graph)
+    model = build_ssrnet((3, 3, 3), lambda_local, lambda_d, name=h5_path.stem)
+    weights = read_h5_weights(h5_path)
+
+    for kit_name, released_name in match_layers(graph).items():
+        layer = model.get_layer(kit_name)
+        if released_name not in weights:
+            raise ReleasedModelError(f"{h5_path.name}: no weights for layer {released_name!r} ({kit_name}).")
+        arrays = weights[released_name]
+        expected = [tuple(w.shape) for w in layer.get_weights()]
+        received = [tuple(a.shape) for a in arrays]
+        if expected != received:
+            raise ReleasedModelError(
+                f"{h5_path.name}: layer {released_name!r} does not fit the kit's {kit_name}. "
+                f"Expected shapes {expected}. Received: {received}"
+            )
+        layer.set_weights(arrays)
+    return model
+
+
+def load_model(path):
+    """Load a kit `.keras` model or an authors' released `.h5` SSR-Net."""
+    from ssr_lib import model as kit_model
+
+    path = Path(path)
+    if path.suffix == ".h5":
+        return load_released_ssrnet(path)
+    return kit_model.load_model(path)
+
