@@ -21,8 +21,8 @@ STREAMS = {
     "stream2": {"channels": 16, "activation": "tanh", "pool": layers.MaxPooling2D},
 }
 
-# Which backbone output feeds each stage, and the pool applied after the 1x1
-# conv, as in the released SSR-Net(3,3,3): stage 1 reads the last block,
+# The backbone output that feeds each stage and the pool size applied after
+# its 1x1 conv, as in the released SSR-Net(3,3,3): stage 1 reads the last block,
 # stage 2 the second pool and stage 3 the first pool.
 STAGE_TAPS = [("block4", None), ("pool2", 4), ("pool1", 8)]
 
@@ -156,7 +156,7 @@ def build_ssrnet(stage_bins=(3, 3, 3), lambda_local=1.0, lambda_d=1.0, image_siz
 
     Raises:
         ValueError: if `stage_bins` is empty, longer than the backbone has
-            taps for, or holds a bin count below 1.
+            taps for, or contains a bin count below 1.
     """
     stage_bins = tuple(int(b) for b in stage_bins)
     if not 1 <= len(stage_bins) <= len(STAGE_TAPS) or min(stage_bins) < 1:
