@@ -21,10 +21,27 @@ STREAMS = {
     "stream2": {"channels": 16, "activation": "tanh", "pool": layers.MaxPooling2D},
 }
 
-# The backbone output that feeds each stage and the pool size applied after
-# its 1x1 conv, as in the released SSR-Net(3,3,3): stage 1 reads the last block,
-# stage 2 the second pool and stage 3 the first pool.
-STAGE_TAPS = [("block4", None), ("pool2", 4), ("pool1", 8)]
+# The pool applied after each backbone output's 1x1 conv, so that every stage
+# but the one reading the 4x4 last block sees a 3x3 map at 64x64 input.
+TAP_POOL_SIZES = {"block4": None, "pool3": 2, "pool2": 4, "pool1": 8}
+
+
+def stage_taps(num_stages):
+    """Return the backbone output and pool size that feed each of `num_stages` stages.
+
+    Coarse stages read deep features and fine stages shallow ones. Up to three
+    stages follow the released SSR-Net(3,3,3): the last block, then the second
+    pool, then the first pool. Four stages add the third pool between the last
+    block and the second pool. Stages beyond four read the first pool again,
+    each through its own 1x1 conv.
+    """
+    if num_stages < 1:
+        raise ValueError(f"Expected at least one stage. Received: num_stages={num_stages}")
+    if num_stages <= 3:
+        order = ["block4", "pool2", "pool1"][:num_stages]
+    else:
+        order = ["block4", "pool3", "pool2", "pool1"] + ["pool1"] * (num_stages - 4)
+    return [(tap, TAP_POOL_SIZES[tap]) for tap in order]
 
 FUSION_CHANNELS = 10
 DROPOUT_RATE = 0.2
@@ -107,9 +124,8 @@ def _backbone(inputs, stream):
     return taps
 
 
-def _stage_features(taps, stream, stage):
-    """Turn one stream's tap for `stage` into a flat feature vector."""
-    tap, pool_size = STAGE_TAPS[stage - 1]
+def _stage_features(taps, stream, stage, tap, pool_size):
+    """Turn one stream's output `tap` into the flat feature vector of `stage`."""
     x = layers.Conv2D(
         FUSION_CHANNELS, 1, activation="relu", name=f"stage{stage}_{stream}_conv"
     )(taps[stream][tap])
@@ -118,9 +134,9 @@ def _stage_features(taps, stream, stage):
     return layers.Flatten(name=f"stage{stage}_{stream}_flatten")(x)
 
 
-def _fusion_block(taps, stage, bins):
-    """Build one stage's head and return its `(p, eta, delta)` tensors."""
-    features = {s: _stage_features(taps, s, stage) for s in STREAMS}
+def _fusion_block(taps, stage, bins, tap, pool_size):
+    """Build one stage's head on backbone output `tap`; return its `(p, eta, delta)`."""
+    features = {s: _stage_features(taps, s, stage, tap, pool_size) for s in STREAMS}
 
     product = layers.Multiply(name=f"stage{stage}_delta_product")(list(features.values()))
     delta = layers.Dense(1, activation="tanh", name=f"stage{stage}_delta")(product)
@@ -143,7 +159,8 @@ def build_ssrnet(stage_bins=(3, 3, 3), lambda_local=1.0, lambda_d=1.0, image_siz
 
     Args:
         stage_bins: bins per stage, `(s_1, ..., s_K)`, from the coarsest stage
-            to the finest. Defaults to `(3, 3, 3)`, the released model.
+            to the finest, K >= 1. Defaults to `(3, 3, 3)`, the released
+            model. `stage_taps` says which features each stage reads.
         lambda_local: weight of the per-bin shifts. Defaults to `1.0`.
         lambda_d: weight of the per-stage scale. Defaults to `1.0`.
         image_size: height and width of the input. Defaults to `64`.
@@ -155,14 +172,12 @@ def build_ssrnet(stage_bins=(3, 3, 3), lambda_local=1.0, lambda_d=1.0, image_siz
         values 0..255 to `(batch, 1)` ages.
 
     Raises:
-        ValueError: if `stage_bins` is empty, longer than the backbone has
-            taps for, or contains a bin count below 1.
+        ValueError: if `stage_bins` is empty or contains a bin count below 1.
     """
     stage_bins = tuple(int(b) for b in stage_bins)
-    if not 1 <= len(stage_bins) <= len(STAGE_TAPS) or min(stage_bins) < 1:
+    if not stage_bins or min(stage_bins) < 1:
         raise ValueError(
-            f"Expected 1 to {len(STAGE_TAPS)} stages with at least one bin each. "
-            f"Received: stage_bins={stage_bins}"
+            f"Expected at least one stage with at least one bin each. Received: stage_bins={stage_bins}"
         )
     if name is None:
         name = "ssrnet_" + "_".join(map(str, stage_bins)) + f"_{image_size}"
@@ -170,7 +185,10 @@ def build_ssrnet(stage_bins=(3, 3, 3), lambda_local=1.0, lambda_d=1.0, image_siz
     inputs = keras.Input((image_size, image_size, 3), name="image")
     taps = {stream: _backbone(inputs, stream) for stream in STREAMS}
 
-    outputs = [_fusion_block(taps, k, bins) for k, bins in enumerate(stage_bins, start=1)]
+    outputs = [
+        _fusion_block(taps, k, bins, tap, pool_size)
+        for k, (bins, (tap, pool_size)) in enumerate(zip(stage_bins, stage_taps(len(stage_bins))), start=1)
+    ]
     p, eta, delta = (list(group) for group in zip(*outputs))
     age = SoftStagewiseRegression(lambda_local, lambda_d, age_range, name="age")(p + eta + delta)
     return keras.Model(inputs, age, name=name)

@@ -3,9 +3,9 @@
 The authors released, for each training set (IMDB, WIKI, MORPH2), an HDF5
 weight file `<model>.h5` and the model's Keras 2 config `<model>.json`. Their
 layer names are numbered in creation order (`conv2d_5`, `dense_7`), so the
-import matches layers by the architecture the config describes: it starts at
-the input, follows each stream through its blocks, and finds each stage's
-fusion block from the backbone output it reads.
+import matches layers by the architecture the config describes. It starts at
+the input and follows each stream through its blocks. Then it finds each
+stage's fusion block from the backbone output that the stage reads.
 
 Input contract of the released weights: 64x64 faces, float32 values 0..255,
 BGR channel order (the authors read their training images with OpenCV).
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import h5py
 
-from ssr_lib.model import STAGE_TAPS, build_ssrnet
+from ssr_lib.model import build_ssrnet, stage_taps
 
-# The activation of each stream's blocks tells the streams apart.
+# Each stream is identified by the activation of its blocks.
 STREAM_OF_ACTIVATION = {"relu": "stream1", "tanh": "stream2"}
 
 
@@ -119,7 +119,7 @@ def _match_stream(graph, conv, mapping):
 
 def _match_stage(graph, taps, stage, mapping):
     """Find one stage's fusion block from the backbone outputs it reads."""
-    tap, pool_size = STAGE_TAPS[stage - 1]
+    tap, pool_size = stage_taps(3)[stage - 1]
     flattened = {}
     dense = {}
     for stream in ("stream1", "stream2"):

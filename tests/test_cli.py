@@ -77,7 +77,8 @@ def test_evaluate_all_images_json(utkface_400, tmp_path):
 def test_missing_data_folder_is_a_message(tmp_path):
     result = ssr("train", "--data-dir", tmp_path / "absent", "--output", tmp_path / "run")
     assert result.returncode == 2
-    assert "does not exist" in result.stderr and "SSR_DATA_DIR" in result.stderr
+    assert "does not exist" in result.stderr
+    assert "SSR_DATA_DIR" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -40,7 +40,8 @@ def test_reads_real_faces_as_rgb_uint8(small_utkface):
     arrays, report = data.prepare_utkface(small_utkface.parent, verbose=False)
     assert arrays["images"].shape == (60, 64, 64, 3)
     assert arrays["images"].dtype == np.uint8
-    assert report.kept == 60 and report.total_skipped == 0
+    assert report.kept == 60
+    assert report.total_skipped == 0
     first = small_utkface / arrays["files"][0]
     np.testing.assert_array_equal(arrays["images"][0], data.load_face(first))
     assert arrays["ages"][0] == int(first.name.split("_")[0])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ssr_lib import formula
-from ssr_lib.model import SoftStagewiseRegression, build_ssrnet, count_bytes, load_model
+from ssr_lib.model import SoftStagewiseRegression, build_ssrnet, count_bytes, load_model, stage_taps
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_load_model_wrong_suffix(tmp_path):
         load_model(path)
 
 
-@pytest.mark.parametrize("stage_bins", [(), (3, 0), (3, 3, 3, 3)])
+@pytest.mark.parametrize("stage_bins", [(), (3, 0)])
 def test_invalid_stage_bins_rejected(stage_bins):
     with pytest.raises(ValueError, match="stage_bins"):
         build_ssrnet(stage_bins)
@@ -91,3 +91,25 @@ def test_summary_command_reports_released_count():
     summary = json.loads(result.stdout)
     assert summary["parameters"] == 40_915
     assert summary["bytes"] == 163_660
+
+
+def expected_parameters(stage_bins):
+    """Count SSR-Net's parameters by hand for a 64x64 input."""
+    # Backbone: 3x3 convs with bias, BatchNorm with 4 values per channel.
+    stream1 = (27 * 32 + 32) + 3 * (288 * 32 + 32) + 4 * 4 * 32
+    stream2 = (27 * 16 + 16) + 3 * (144 * 16 + 16) + 4 * 4 * 16
+    total = stream1 + stream2
+    feature_sizes = {"block4": 4 * 4 * 10, "pool3": 3 * 3 * 10, "pool2": 3 * 3 * 10, "pool1": 3 * 3 * 10}
+    for bins, (tap, _) in zip(stage_bins, stage_taps(len(stage_bins))):
+        features = feature_sizes[tap]
+        total += (32 * 10 + 10) + (16 * 10 + 10)  # the two 1x1 convs
+        total += features + 1  # delta
+        total += 2 * (features * bins + bins)  # one Dense(s) per stream
+        total += bins * 2 * bins + 2 * bins  # Dense(2s)
+        total += 2 * (2 * bins * bins + bins)  # p and eta
+    return total
+
+
+@pytest.mark.parametrize("stage_bins", [(3, 3, 3), (9,), (2, 2, 2, 2), (5, 4), (3, 3, 3, 3, 3)])
+def test_parameter_count_matches_hand_formula(stage_bins):
+    assert build_ssrnet(stage_bins).count_params() == expected_parameters(stage_bins)
