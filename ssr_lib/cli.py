@@ -26,7 +26,7 @@ def _parse_args(argv):
     train = commands.add_parser("train", help="train SSR-Net and evaluate it on the test split")
     _add_data_options(train)
     train.add_argument("--profile", choices=("quick", "full"), default="quick",
-                       help="quick: 12 epochs for a CPU; full: the paper's 90 epochs (default: quick)")
+                       help="quick: 15 epochs for a CPU; full: the paper's 90 epochs (default: quick)")
     train.add_argument("--output", type=Path, required=True,
                        help="run folder; writes model.keras, history.csv and metrics.json there")
     train.add_argument("--stages", type=int, nargs="+", default=[3, 3, 3], help="bins per stage (default: 3 3 3)")

@@ -8,6 +8,9 @@ Three environment variables override the defaults:
   `data/cache/` in the project root, so a read-only `SSR_DATA_DIR` works.
 - `SSR_RUNS_DIR`: where training runs write models and histories.
   Defaults to `runs/` in the project root.
+- `SSR_PRETRAINED_DIR`: the authors' released weights, laid out as
+  `<dataset>/<model>/<model>.h5` beside `<model>.json`. Defaults to
+  `pretrained/` inside the datasets folder.
 
 The project root is the nearest folder, from the working directory upwards,
 that contains `_toc.yml`; notebooks run from `notebooks/` and still find it.
@@ -47,3 +50,11 @@ def cache_dir():
 def runs_dir():
     """Return the training runs folder: `$SSR_RUNS_DIR`, or `runs/` in the project root."""
     return _folder("SSR_RUNS_DIR", "runs")
+
+
+def pretrained_dir():
+    """Return the released weights folder: `$SSR_PRETRAINED_DIR`, or `pretrained/` in `data_dir()`."""
+    value = os.environ.get("SSR_PRETRAINED_DIR")
+    if value:
+        return Path(value).expanduser().resolve()
+    return data_dir() / "pretrained"

@@ -17,7 +17,17 @@ from pathlib import Path
 
 import h5py
 
+from ssr_lib import config
 from ssr_lib.model import build_ssrnet, stage_taps
+
+RELEASED_SSRNET = "ssrnet_3_3_3_64_1.0_1.0"
+RELEASED_DATASETS = ("imdb", "wiki", "morph2")
+FETCH_HINT = (
+    "The weights are in the pre-trained models folder of the authors' SSR-Net "
+    "repository (github.com/shamangary/SSR-Net). Copy its dataset folders "
+    "(imdb/, wiki/, morph2/) into <data dir>/pretrained/, or set "
+    "SSR_PRETRAINED_DIR to the folder that contains them."
+)
 
 # Each stream is identified by the activation of its blocks.
 STREAM_OF_ACTIVATION = {"relu": "stream1", "tanh": "stream2"}
@@ -30,8 +40,8 @@ class ReleasedModelError(ValueError):
 class Keras2Graph:
     """The layers of a Keras 2 functional model config and who consumes whom."""
 
-    def __init__(self, config):
-        self.layers = {layer["name"]: layer for layer in config["config"]["layers"]}
+    def __init__(self, model_config):
+        self.layers = {layer["name"]: layer for layer in model_config["config"]["layers"]}
         self.consumers = defaultdict(list)
         for name, layer in self.layers.items():
             for node in layer["inbound_nodes"]:
@@ -213,6 +223,19 @@ def load_released_ssrnet(h5_path, json_path=None):
             )
         layer.set_weights(arrays)
     return model
+
+
+def released_weights(dataset, model=RELEASED_SSRNET):
+    """Return the path of the authors' `.h5` weights trained on `dataset`.
+
+    Raises:
+        FileNotFoundError: if the file is not in `config.pretrained_dir()`,
+            with where to get it.
+    """
+    path = config.pretrained_dir() / dataset / model / f"{model}.h5"
+    if not path.is_file():
+        raise FileNotFoundError(f"Released weights not found: {path}. {FETCH_HINT}")
+    return path
 
 
 def load_model(path):

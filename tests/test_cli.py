@@ -48,6 +48,9 @@ def test_train_resumes_after_kill(utkface_400, tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (run / "model.keras").exists()
+    # As if the kill had hit while the last backup was being written.
+    backup = run / "backup" / "latest.weights.h5"
+    backup.write_bytes(backup.read_bytes()[:1000])
 
     result = subprocess.run(list(map(str, command)), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -10,6 +10,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from ssr_lib import data, evaluate
+from ssr_lib.model import load_model
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
@@ -51,5 +54,12 @@ def test_book_builds_on_real_faces(shared, tmp_path):
     metrics_file = Path(os.environ["SSR_RUNS_DIR"]) / "utkface-quick" / "metrics.json"
     metrics = json.loads(metrics_file.read_text())
     assert metrics["mae"] < 8.0, f"quick profile test MAE {metrics['mae']:.2f} is not below 8.0"
-    page = (html / "notebooks" / "03_training_on_utkface.html").read_text()
+    page = (html / "notebooks" / "04_training_on_utkface.html").read_text()
     assert f"SSR-Net test MAE: {metrics['mae']:.2f} years" in page
+
+    # The trained model loads in safe mode and reproduces the book's test metrics.
+    model = load_model(metrics_file.parent / "model.keras")
+    test_split = data.load_utkface(shared / "data", verbose=False)["test"]
+    reloaded = evaluate.evaluate(model, test_split)
+    assert reloaded["n_test"] == metrics["n_test"]
+    assert abs(reloaded["mae"] - metrics["mae"]) < 1e-4
