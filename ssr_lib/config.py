@@ -10,7 +10,7 @@ Three environment variables override the defaults:
   Defaults to `runs/` in the project root.
 - `SSR_PRETRAINED_DIR`: the authors' released weights, laid out as
   `<dataset>/<model>/<model>.h5` beside `<model>.json`. Defaults to
-  `pretrained/` inside the datasets folder.
+  `pretrained/` inside the datasets folder, or beside it if only that exists.
 
 The project root is the nearest folder, from the working directory upwards,
 that contains `_toc.yml`; notebooks run from `notebooks/` and still find it.
@@ -53,8 +53,16 @@ def runs_dir():
 
 
 def pretrained_dir():
-    """Return the released weights folder: `$SSR_PRETRAINED_DIR`, or `pretrained/` in `data_dir()`."""
+    """Return the released weights folder.
+
+    That is `$SSR_PRETRAINED_DIR` if set, else `pretrained/` inside
+    `data_dir()`, else `pretrained/` beside `data_dir()` if only that exists.
+    """
     value = os.environ.get("SSR_PRETRAINED_DIR")
     if value:
         return Path(value).expanduser().resolve()
-    return data_dir() / "pretrained"
+    inside = data_dir() / "pretrained"
+    beside = data_dir().parent / "pretrained"
+    if not inside.is_dir() and beside.is_dir():
+        return beside
+    return inside

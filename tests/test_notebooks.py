@@ -37,7 +37,7 @@ def test_notebook_committed_without_outputs(path):
 @pytest.mark.book
 def test_book_builds_on_real_faces(shared, tmp_path):
     """Execute every notebook with `jupyter-book build -W` and check the trained model's page."""
-    env = dict(os.environ, SSR_DATA_DIR=str(shared / "data"))
+    env = dict(os.environ, SSR_DATA_DIR=str(shared / "data"), SSR_PRETRAINED_DIR=str(shared / "pretrained"))
     build = subprocess.run(
         [str(Path(sys.executable).parent / "jupyter-book"), "build", str(ROOT), "--path-output", str(tmp_path),
          "-W", "-n", "--keep-going"],
