@@ -32,7 +32,7 @@ def _missing(answer):
 
 
 def parameter_count(stage_bins):
-    """Return the parameters of SSR-Net with `stage_bins`, counted by Keras."""
+    """Count the parameters of SSR-Net with `stage_bins` by building it in Keras."""
     return build_ssrnet(stage_bins).count_params()
 
 
