@@ -34,10 +34,13 @@ def _parse_args(argv):
     train.add_argument("--fresh", action="store_true", help="ignore a finished or interrupted run in --output")
 
     evaluate = commands.add_parser("evaluate", help="print MAE, CA(3) and CA(5) of a saved model")
-    evaluate.add_argument("model", type=Path, help="a .keras file written by `train`")
+    evaluate.add_argument("model", type=Path,
+                          help="a .keras file written by `train`, or an authors' released SSR-Net .h5 file")
     _add_data_options(evaluate)
     evaluate.add_argument("--split", choices=("train", "val", "test", "all"), default="test",
                           help="images to evaluate on; `all` is every readable image (default: test)")
+    evaluate.add_argument("--channels", choices=("rgb", "bgr"),
+                          help="channel order the model expects (default: bgr for .h5, rgb for .keras)")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
 
     summary = commands.add_parser("summary", help="print the parameters and bytes of an SSR-Net configuration")
@@ -71,15 +74,19 @@ def run_train(args):
 
 
 def run_evaluate(args):
-    from ssr_lib import data, evaluate, model
+    from ssr_lib import data, evaluate, pretrained
 
-    network = model.load_model(args.model)
+    network = pretrained.load_model(args.model)
+    # The authors' weights were trained on BGR images read by OpenCV.
+    channels = args.channels or ("bgr" if args.model.suffix == ".h5" else "rgb")
     if args.split == "all":
         arrays, _ = data.prepare_utkface(args.data_dir, verbose=not args.json)
         split = data.Split(arrays["images"], arrays["ages"], arrays["files"])
     else:
         split = data.load_utkface(args.data_dir, seed=args.seed, verbose=not args.json)[args.split]
-    _print_metrics(evaluate.evaluate(network, split), args.json)
+    images = split.images[..., ::-1] if channels == "bgr" else split.images
+    metrics = evaluate.age_metrics(split.ages, evaluate.predict_ages(network, images))
+    _print_metrics(metrics, args.json)
 
 
 def run_summary(args):

@@ -239,7 +239,10 @@ def released_weights(dataset, model=RELEASED_SSRNET):
 
 
 def load_model(path):
-    """Load a kit `.keras` model or an authors' released `.h5` SSR-Net."""
+    """Load a kit `.keras` model or an authors' released `.h5` SSR-Net.
+
+    The kit's models expect RGB faces, the released weights BGR faces.
+    """
     from ssr_lib import model as kit_model
 
     path = Path(path)

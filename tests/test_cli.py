@@ -102,3 +102,13 @@ def test_missing_model_is_a_message(utkface_400, tmp_path):
     assert result.returncode == 2
     assert "Model file not found" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_evaluate_released_weights(shared, utkface_400):
+    weights = shared / "pretrained" / "imdb" / "ssrnet_3_3_3_64_1.0_1.0" / "ssrnet_3_3_3_64_1.0_1.0.h5"
+    bgr = ssr("evaluate", weights, "--data-dir", utkface_400, "--split", "all", "--json")
+    rgb = ssr("evaluate", weights, "--data-dir", utkface_400, "--split", "all", "--json", "--channels", "rgb")
+    assert bgr.returncode == 0, bgr.stderr
+    assert rgb.returncode == 0, rgb.stderr
+    assert json.loads(bgr.stdout)["n_test"] == 400
+    assert json.loads(bgr.stdout)["mae"] != json.loads(rgb.stdout)["mae"]
