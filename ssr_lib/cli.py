@@ -1,4 +1,4 @@
-"""Command line: `python -m ssr_lib {train,evaluate,summary}`.
+"""Command line: `python -m ssr_lib {train,evaluate,summary,download}`.
 
 Every command that fails on bad input prints one message naming the file
 or folder and the fix, and exits with status 2, never with a traceback.
@@ -8,6 +8,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from ssr_lib.download import DownloadError
 
 DATASETS = ("utkface",)
 
@@ -49,6 +51,9 @@ def _parse_args(argv):
     summary.add_argument("--lambda-d", type=float, default=1.0, help="weight of the scales (default: 1.0)")
     summary.add_argument("--image-size", type=int, default=64, help="input height and width (default: 64)")
     summary.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    fetch = commands.add_parser("download", help="download and unpack a dataset or the authors' weights")
+    fetch.add_argument("name", help="imdb, wiki or ssrnet-weights (utkface and morph2 explain the manual steps)")
+    fetch.add_argument("--data-dir", type=Path, help="datasets folder (default: $SSR_DATA_DIR or data/)")
     return parser.parse_args(argv)
 
 
@@ -106,12 +111,19 @@ def run_summary(args):
               f"{summary['bytes']:,} bytes as float32")
 
 
+def run_download(args):
+    from ssr_lib import download
+
+    print(f"Unpacked into {download.download(args.name, args.data_dir)}")
+
+
 def main(argv=None):
     args = _parse_args(argv)
-    handlers = {"train": run_train, "evaluate": run_evaluate, "summary": run_summary}
+    handlers = {"train": run_train, "evaluate": run_evaluate, "summary": run_summary,
+                "download": run_download}
     try:
         handlers[args.command](args)
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, DownloadError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

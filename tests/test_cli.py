@@ -112,3 +112,10 @@ def test_evaluate_released_weights(shared, utkface_400):
     assert rgb.returncode == 0, rgb.stderr
     assert json.loads(bgr.stdout)["n_test"] == 400
     assert json.loads(bgr.stdout)["mae"] != json.loads(rgb.stdout)["mae"]
+
+
+def test_download_manual_dataset_is_a_message(tmp_path):
+    result = ssr("download", "utkface", "--data-dir", tmp_path)
+    assert result.returncode == 2
+    assert "UTKFace.tar.gz" in result.stderr
+    assert "Traceback" not in result.stderr
