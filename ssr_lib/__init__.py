@@ -1,8 +1,9 @@
 """ssr_lib: the package behind the SSR-Net teaching kit.
 
-One module per concern: `config` (folders), `data` (UTKFace), `formula`
-(the soft stagewise regression in NumPy), `model` (SSR-Net in Keras 3),
-`train`, `evaluate` and `plotting`.
+One module per concern: `config` (folders), `data` (UTKFace), `imdbwiki`
+(IMDB-WIKI metadata), `download`, `formula` (the soft stagewise regression in
+NumPy), `model` (SSR-Net in Keras 3), `pretrained` (the authors' weights),
+`train`, `evaluate`, `plotting`, `exercises` and `cli`.
 """
 
 import os

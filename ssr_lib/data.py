@@ -29,8 +29,8 @@ SPLITS = ("train", "val", "test")
 FETCH_HINT = (
     "Download the 'Aligned&Cropped Faces' archive (UTKFace.tar.gz) from the "
     "UTKFace project page, unpack it so that the images lie in "
-    "<data dir>/UTKFace/, and set SSR_DATA_DIR to <data dir> if it is not the "
-    "project's data/ folder. README.md, section 'Datasets', has the details."
+    "<data dir>/UTKFace/, and point SSR_DATA_DIR (or --data-dir) at <data dir> "
+    "if it is not the project's data/ folder. README.md, section 'Datasets', has the details."
 )
 
 

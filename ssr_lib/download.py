@@ -66,8 +66,8 @@ SOURCES = {
 
 MANUAL = {
     "utkface": "UTKFace is shared through a cloud drive that needs a browser: download "
-               "'Aligned&Cropped Faces' (UTKFace.tar.gz) from the UTKFace project page and "
-               "run `tar -xzf UTKFace.tar.gz -C <data dir>`.",
+               "'Aligned&Cropped Faces' (UTKFace.tar.gz) from the UTKFace project page "
+               "(https://susanqq.github.io/UTKFace/) and run `tar -xzf UTKFace.tar.gz -C <data dir>`.",
     "morph2": "MORPH album 2 is obtained by application to its owners; unpack it into "
               "<data dir>/MORPH2.",
 }

@@ -31,6 +31,24 @@ def _missing(answer):
     return False
 
 
+def _number(answer):
+    """Read a numeric answer, also from text such as "41,114"; `None` if it is not a number."""
+    if isinstance(answer, str):
+        answer = answer.replace(",", "").replace("_", "").strip()
+    try:
+        return float(answer)
+    except (TypeError, ValueError):
+        print(f"Expected a number. Received: {answer!r}")
+        return None
+
+
+def _bins(configuration):
+    """Read a stage configuration: a tuple of bins, or one int for a single stage."""
+    if isinstance(configuration, int):
+        return (configuration,)
+    return tuple(int(b) for b in configuration)
+
+
 def parameter_count(stage_bins):
     """Count the parameters of SSR-Net with `stage_bins` by building it in Keras."""
     return build_ssrnet(stage_bins).count_params()
@@ -38,7 +56,7 @@ def parameter_count(stage_bins):
 
 def check_parameter_count(stage_bins, answer):
     """Check a predicted parameter count of SSR-Net with `stage_bins`."""
-    if _missing(answer):
+    if _missing(answer) or (answer := _number(answer)) is None:
         return False
     stage_bins = tuple(stage_bins)
     expected = parameter_count(stage_bins)
@@ -61,9 +79,9 @@ def finest_step(stage_bins, age_range=AGE_RANGE):
     return age_range / math.prod(stage_bins)
 
 
-def check_finest_step(stage_bins, answer, age_range=AGE_RANGE, tolerance=0.01):
-    """Check the width of the finest bins of `stage_bins`, in years."""
-    if _missing(answer):
+def check_finest_step(stage_bins, answer, age_range=AGE_RANGE, tolerance=0.05):
+    """Check the width of the finest bins of `stage_bins`, in years (two decimals suffice)."""
+    if _missing(answer) or (answer := _number(answer)) is None:
         return False
     expected = finest_step(stage_bins, age_range)
     if abs(answer - expected) <= tolerance:
@@ -75,7 +93,7 @@ def check_finest_step(stage_bins, answer, age_range=AGE_RANGE, tolerance=0.01):
 
 def check_single_stage_bins(stage_bins, answer):
     """Check how many bins one stage needs to match the finest step of `stage_bins`."""
-    if _missing(answer):
+    if _missing(answer) or (answer := _number(answer)) is None:
         return False
     expected = math.prod(stage_bins)
     if answer == expected:
@@ -88,10 +106,10 @@ def check_smallest(configurations, answer):
     """Check which of `configurations` (lists of bins) has the fewest parameters."""
     if _missing(answer):
         return False
-    counts = {tuple(c): parameter_count(c) for c in configurations}
+    counts = {_bins(c): parameter_count(_bins(c)) for c in configurations}
     expected = min(counts, key=counts.get)
     listing = ", ".join(f"{c}: {n:,}" for c, n in counts.items())
-    if tuple(answer) == expected:
+    if _bins(answer) == expected:
         return _report(True, listing)
     return _report(False, "Each extra stage adds two 1x1 convs (500 weights) and a fusion block. "
                           "Compare that with what extra bins cost in the Dense layers.")
@@ -100,17 +118,24 @@ def check_smallest(configurations, answer):
 def check_expected_age(p, eta, delta, answer, lambda_local=1.0, lambda_d=1.0, age_range=AGE_RANGE,
                        tolerance=0.05):
     """Check a hand-computed age for one face's stage outputs (lists of lists)."""
-    if _missing(answer):
+    if _missing(answer) or (answer := _number(answer)) is None:
         return False
     import numpy as np
 
     from ssr_lib.formula import soft_stagewise_regression
 
-    expected = float(soft_stagewise_regression(
-        [np.array([x], float) for x in p], [np.array([x], float) for x in eta],
-        [np.array([d], float) for d in delta], lambda_local, lambda_d, age_range,
-    )[0])
+    def age(lambda_local=lambda_local, lambda_d=lambda_d):
+        return float(soft_stagewise_regression(
+            [np.array([x], float) for x in p], [np.array([x], float) for x in eta],
+            [np.array([d], float) for d in delta], lambda_local, lambda_d, age_range,
+        )[0])
+
+    expected = age()
     if abs(answer - expected) <= tolerance:
         return _report(True, f"The formula gives {expected:.2f} years.")
+    if abs(answer - age(lambda_local=0.0)) <= tolerance:
+        return _report(False, "Add the shifts: each bin's index i becomes i + lambda_local * eta_i.")
+    if abs(answer - age(lambda_d=0.0)) <= tolerance:
+        return _report(False, "Include the scales: each s_j is multiplied by 1 + lambda_d * delta_j.")
     return _report(False, "Stage k's denominator is the product over all stages j <= k of "
                           "s_j (1 + lambda_d delta_j), not stage k's factor alone.")

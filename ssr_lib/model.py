@@ -10,6 +10,8 @@ authors' released weights were trained on BGR images read by OpenCV.
 Introduced in notebook 03, *Building SSR-Net*.
 """
 
+import zipfile
+
 import keras
 from keras import layers, ops
 
@@ -218,4 +220,10 @@ def load_model(path):
         raise ValueError(
             f"Expected a Keras 3 model file ending in .keras. Received: {path}"
         )
-    return keras.saving.load_model(path, safe_mode=True)
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        raise ValueError(
+            f"{path} could not be loaded as a Keras model ({error}). It may be damaged "
+            "or incomplete: train again, or copy the file again."
+        ) from error

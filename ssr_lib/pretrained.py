@@ -204,10 +204,24 @@ def load_released_ssrnet(h5_path, json_path=None):
                 f"Released model file not found: {path}. The weights (.h5) and the config "
                 "(.json) must lie side by side, as in the authors' pretrained_models folder."
             )
-    graph = Keras2Graph.from_json(json_path)
-    lambda_local, lambda_d = lambdas_from_graph(graph)
+    try:
+        graph = Keras2Graph.from_json(json_path)
+    except (ValueError, KeyError, TypeError) as error:
+        raise ReleasedModelError(
+            f"{json_path} is not a Keras 2 model config ({error!r}). Copy it again from the release."
+        ) from error
+    try:
+        lambda_local, lambda_d = lambdas_from_graph(graph)
+    except ReleasedModelError as error:
+        raise ReleasedModelError(f"{json_path.name} does not describe an SSR-Net: {error}") from error
     model = build_ssrnet((3, 3, 3), lambda_local, lambda_d, name=h5_path.stem)
-    weights = read_h5_weights(h5_path)
+    try:
+        weights = read_h5_weights(h5_path)
+    except (OSError, KeyError) as error:
+        raise ReleasedModelError(
+            f"{h5_path} could not be read as a Keras 2 weight file ({error}). "
+            "It may be damaged: copy or download it again."
+        ) from error
 
     for kit_name, released_name in match_layers(graph).items():
         layer = model.get_layer(kit_name)

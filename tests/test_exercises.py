@@ -51,3 +51,17 @@ def test_expected_age_right_and_wrong(lambda_d):
 def test_missing_answer_reminds(capsys):
     assert not exercises.check_parameter_count((3, 3, 3), None)
     assert "replace `None`" in capsys.readouterr().out
+
+
+def test_answers_in_other_forms():
+    assert exercises.check_smallest([(3, 3, 3), 9, (2, 2, 2, 2)], 9)
+    assert exercises.check_parameter_count((2, 2, 2, 2), "41,114")
+    assert exercises.check_finest_step((2, 2, 2, 2), 6.31)
+    assert not exercises.check_parameter_count((2, 2, 2, 2), "many")
+
+
+def test_expected_age_hints_name_the_mistake(capsys):
+    p, eta, delta = [[0, 1, 0], [0.5, 0.5, 0]], [[0, 0.5, 0], [0, 0, 0]], [0.25, 0.0]
+    without_shift = 101 * (1 / 3.75 + 0.5 / 11.25)
+    assert not exercises.check_expected_age(p, eta, delta, without_shift)
+    assert "Add the shifts" in capsys.readouterr().out

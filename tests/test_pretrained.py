@@ -146,3 +146,24 @@ def test_missing_config_is_a_message(shared, tmp_path):
     lonely.write_bytes(h5_path.read_bytes())
     with pytest.raises(FileNotFoundError, match="side by side"):
         pretrained.load_model(lonely)
+
+
+def test_damaged_h5_is_a_message(shared, tmp_path):
+    _, json_path = released_files(shared, "imdb")
+    (tmp_path / f"{MODEL}.json").write_text(json_path.read_text())
+    (tmp_path / f"{MODEL}.h5").write_bytes(b"not an hdf5 file")
+    with pytest.raises(pretrained.ReleasedModelError, match="could not be read"):
+        pretrained.load_model(tmp_path / f"{MODEL}.h5")
+
+
+def test_baseline_weights_are_not_ssrnet(shared):
+    densenet = shared / "pretrained" / "imdb" / "densenet_reg_13_64" / "densenet_reg_13_64.h5"
+    with pytest.raises(pretrained.ReleasedModelError, match="does not describe an SSR-Net"):
+        pretrained.load_model(densenet)
+
+
+def test_damaged_keras_file_is_a_message(tmp_path):
+    path = tmp_path / "model.keras"
+    path.write_bytes(b"truncated")
+    with pytest.raises(ValueError, match="could not be loaded"):
+        pretrained.load_model(path)
