@@ -40,12 +40,16 @@ def private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SSR_RUNS_DIR", str(base / "runs"))
 
 
+def copy_utkface(source, folder, count, step):
+    """Copy every `step`-th valid UTKFace image of age 0..100 from `source`, `count` in all."""
+    folder.mkdir()
+    names = [n for n in sorted(os.listdir(source)) if UTKFACE_PATTERN.match(n)]
+    for name in [n for n in names if int(n.split("_")[0]) <= 100][::step][:count]:
+        shutil.copy(source / name, folder / name)
+    return folder
+
+
 @pytest.fixture
 def small_utkface(utkface_dir, tmp_path):
-    """A folder with 60 real UTKFace images of ages 0..100, named as in the published set."""
-    folder = tmp_path / "UTKFace"
-    folder.mkdir()
-    names = [n for n in sorted(os.listdir(utkface_dir)) if UTKFACE_PATTERN.match(n)]
-    for name in [n for n in names if int(n.split("_")[0]) <= 100][::300][:60]:
-        shutil.copy(utkface_dir / name, folder / name)
-    return folder
+    """A folder with 60 real UTKFace images, named as in the published set."""
+    return copy_utkface(utkface_dir, tmp_path / "UTKFace", count=60, step=300)

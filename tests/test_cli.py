@@ -1,8 +1,6 @@
 """The command line, run as a user runs it, on real UTKFace faces."""
 
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -10,8 +8,7 @@ import time
 
 import pandas as pd
 import pytest
-
-from ssr_lib.data import UTKFACE_PATTERN
+from conftest import copy_utkface
 
 
 def ssr(*args, **kwargs):
@@ -21,12 +18,7 @@ def ssr(*args, **kwargs):
 
 @pytest.fixture
 def utkface_400(utkface_dir, tmp_path):
-    folder = tmp_path / "UTKFace"
-    folder.mkdir()
-    names = [n for n in sorted(os.listdir(utkface_dir)) if UTKFACE_PATTERN.match(n)]
-    for name in [n for n in names if int(n.split("_")[0]) <= 100][::50][:400]:
-        shutil.copy(utkface_dir / name, folder / name)
-    return folder
+    return copy_utkface(utkface_dir, tmp_path / "UTKFace", count=400, step=50)
 
 
 def wait_for_rows(path, rows, process, timeout=300):
