@@ -122,7 +122,7 @@ def fetch(url, destination, sha256=None, timeout=60, progress=True):
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as error:
         if error.code == 416 and start:
-            response = None  # the part file already holds everything the server has
+            response = None  # the part file already contains everything the server has
         else:
             raise DownloadError(f"Download of {url} failed: HTTP {error.code} {error.reason}") from error
     except (urllib.error.URLError, OSError) as error:

@@ -32,7 +32,7 @@ def _missing(answer):
 
 
 def _number(answer):
-    """Read a numeric answer, also from text such as "41,114"; `None` if it is not a number."""
+    """Read a numeric answer, also from text such as "41,114". Return `None` for a non-number."""
     if isinstance(answer, str):
         answer = answer.replace(",", "").replace("_", "").strip()
     try:
