@@ -1,7 +1,7 @@
 """Reading and cleaning IMDB-WIKI's metadata (`imdb.mat`, `wiki.mat`).
 
 The IMDB-WIKI site ships each part as a folder of face crops (`imdb_crop/`,
-`wiki_crop/`) with a Matlab file beside the images. That file holds one
+`wiki_crop/`) with a Matlab file beside the images. That file contains one
 struct of row vectors:
 
 - `dob`: date of birth as a Matlab serial date number (days since year 0),
