@@ -8,7 +8,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-export SSR_DATA_DIR ?= $(CURDIR)/data
+# Relative folders are made absolute here, because notebooks run from notebooks/.
+export SSR_DATA_DIR := $(abspath $(or $(SSR_DATA_DIR),data))
 export PYTHONUNBUFFERED := 1
 
 .PHONY: install data book test lab clean

@@ -14,7 +14,8 @@ Three environment variables override the defaults:
 
 The project root is the nearest folder, from the working directory upwards,
 that contains `_toc.yml`; notebooks run from `notebooks/` and still find it.
-Outside a checkout, the working directory is used.
+Outside a checkout, the working directory is used. Relative paths in the
+variables are read from the project root.
 """
 
 import os
@@ -30,11 +31,18 @@ def project_root():
     return here
 
 
-def _folder(variable, default_name):
+def _from_environment(variable):
+    """Return the folder in `$variable`, a relative one taken from the project root."""
     value = os.environ.get(variable)
-    if value:
-        return Path(value).expanduser().resolve()
-    return project_root() / default_name
+    if not value:
+        return None
+    # Notebooks run from notebooks/, so a path given relative to the
+    # repository must not be read relative to the working directory.
+    return (project_root() / Path(value).expanduser()).resolve()
+
+
+def _folder(variable, default_name):
+    return _from_environment(variable) or project_root() / default_name
 
 
 def data_dir():
@@ -58,9 +66,9 @@ def pretrained_dir():
     That is `$SSR_PRETRAINED_DIR` if set, else `pretrained/` inside
     `data_dir()`, else `pretrained/` beside `data_dir()` if only that exists.
     """
-    value = os.environ.get("SSR_PRETRAINED_DIR")
-    if value:
-        return Path(value).expanduser().resolve()
+    from_environment = _from_environment("SSR_PRETRAINED_DIR")
+    if from_environment:
+        return from_environment
     inside = data_dir() / "pretrained"
     beside = data_dir().parent / "pretrained"
     if not inside.is_dir() and beside.is_dir():

@@ -35,3 +35,11 @@ def test_project_root_found_from_notebooks(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "notebooks")
     monkeypatch.delenv("SSR_DATA_DIR", raising=False)
     assert config.data_dir() == tmp_path / "data"
+
+
+def test_relative_data_dir_read_from_project_root(tmp_path, monkeypatch):
+    (tmp_path / "_toc.yml").write_text("root: index\n")
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    monkeypatch.setenv("SSR_DATA_DIR", "../shared/data")
+    assert config.data_dir() == (tmp_path / ".." / "shared" / "data").resolve()
