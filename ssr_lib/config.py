@@ -2,7 +2,7 @@
 
 Three environment variables override the defaults:
 
-- `SSR_DATA_DIR`: the folder that holds one sub-folder per dataset
+- `SSR_DATA_DIR`: the folder that contains one sub-folder per dataset
   (`UTKFace/`, ...). Defaults to `data/` in the project root.
 - `SSR_CACHE_DIR`: where prepared arrays are cached. Defaults to
   `data/cache/` in the project root, so a read-only `SSR_DATA_DIR` works.

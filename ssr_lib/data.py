@@ -161,8 +161,9 @@ def _read_images(folder, records, image_size, report):
 def prepare_utkface(data_dir=None, image_size=64, cache=True, verbose=True):
     """Read every usable UTKFace image at `image_size` and cache the arrays.
 
-    The first call decodes all images (about 8 s for 20,700 files on two
-    cores, measured on the kit's 2-core development machine); later calls read one `.npz` file from `config.cache_dir()`.
+    The first call decodes all images, which took about 8 s for 20,700 files
+    on a 2-core machine. Later calls read one `.npz` file from
+    `config.cache_dir()`.
     The cache key covers the folder, the file names and the image size, so
     adding or removing files prepares the data again.
 

@@ -16,8 +16,7 @@ struct of row vectors:
 The cleaning rules follow the SSR-Net authors' preprocessing: a face score of
 at least 1.0, no second face, a known gender and an age of 0 to 100. The age is
 the photo year minus the birth year, minus one more when the birth date falls in
-the second half of the year, because the photo year alone says nothing about the
-month.
+the second half of the year, because the photo's month is not recorded.
 """
 
 import datetime

@@ -24,7 +24,7 @@ STREAMS = {
 }
 
 # The pool applied after each backbone output's 1x1 conv, so that every stage
-# but the one reading the 4x4 last block sees a 3x3 map at 64x64 input.
+# but the one reading the 4x4 last block gets a 3x3 map at 64x64 input.
 TAP_POOL_SIZES = {"block4": None, "pool3": 2, "pool2": 4, "pool1": 8}
 
 
@@ -162,7 +162,7 @@ def build_ssrnet(stage_bins=(3, 3, 3), lambda_local=1.0, lambda_d=1.0, image_siz
     Args:
         stage_bins: bins per stage, `(s_1, ..., s_K)`, from the coarsest stage
             to the finest, K >= 1. Defaults to `(3, 3, 3)`, the released
-            model. `stage_taps` says which features each stage reads.
+            model. `stage_taps` lists the features each stage reads.
         lambda_local: weight of the per-bin shifts. Defaults to `1.0`.
         lambda_d: weight of the per-stage scale. Defaults to `1.0`.
         image_size: height and width of the input. Defaults to `64`.

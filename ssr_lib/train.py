@@ -1,7 +1,7 @@
-"""Training SSR-Net with the paper's recipe, resumable and CPU-friendly.
+"""Training SSR-Net with its paper's recipe, resumable and CPU-friendly.
 
-The recipe: Adam, L1 loss (mean absolute error in years), the learning rate
-multiplied by 0.1 after one third and after two thirds of the epochs (epochs
+The recipe of Yang et al., "SSR-Net" (IJCAI 2018): Adam, L1 loss (mean
+absolute error in years), the learning rate multiplied by 0.1 after one third and after two thirds of the epochs (epochs
 30 and 60 of 90 in the paper), and on-the-fly augmentation: horizontal flip
 with probability 0.5, then rotation up to 20 degrees, shear 0.2, shift 0.2 and
 zoom 0.8..1.2, each applied with probability 0.25.
@@ -39,8 +39,9 @@ PROFILES = {
     # uses BatchNorm momentum 0.9 (see `set_bn_momentum`).
     "quick": Profile(epochs=15, batch_size=64, learning_rate=0.002, decay_epochs=(10, 13),
                      augment=False, bn_momentum=0.9),
-    # The paper: 90 epochs, decay at 30 and 60, batch 50 as on WIKI and MORPH2.
-    # The paper states a rate of 0.002; the released code used Keras' default 0.001.
+    # The SSR-Net paper's schedule: 90 epochs, decay at 30 and 60, batch 50 as
+    # on WIKI and MORPH2. The paper states a rate of 0.002, but the authors'
+    # released code used Keras' default of 0.001.
     "full": Profile(epochs=90, batch_size=50, learning_rate=0.002, decay_epochs=(30, 60)),
 }
 
@@ -89,7 +90,7 @@ class RandomApply(layers.Layer):
 
 
 def build_augmentation(seed=0):
-    """Return the paper's augmentation as a `keras.Sequential` of preprocessing layers.
+    """Build the SSR-Net paper's augmentation as a `keras.Sequential` of preprocessing layers.
 
     It maps float32 images of shape `(batch, h, w, 3)` with values 0..255 to
     images of the same shape, dtype and range.
