@@ -14,6 +14,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 __version__ = "0.1.0"
 
 
+def load_model(path):
+    """Load a kit `.keras` model (RGB input) or an authors' released `.h5` SSR-Net (BGR input)."""
+    from ssr_lib.pretrained import load_model as load
+
+    return load(path)
+
+
 def set_seed(seed=0, deterministic=False):
     """Seed Python, NumPy and the Keras backend in one call.
 

@@ -1,4 +1,4 @@
-"""Where the kit looks for datasets, caches and training runs.
+"""Folders for datasets, caches, training runs and released weights.
 
 Three environment variables override the defaults:
 

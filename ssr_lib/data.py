@@ -101,7 +101,7 @@ def read_utkface(folder):
     """List UTKFace's files with ages parsed from their names.
 
     Files whose names do not follow `AGE_GENDER_RACE_DATETIME.jpg.chip.jpg`
-    and ages above 100 are skipped and counted, never raised.
+    and ages above 100 are counted in the report instead of raising an error.
 
     Returns:
         `(records, report)`: a list of `(file name, age, gender, race)`

@@ -1,9 +1,10 @@
 """Training SSR-Net with its paper's recipe, resumable and CPU-friendly.
 
-The recipe of Yang et al., "SSR-Net" (IJCAI 2018): Adam, L1 loss (mean
-absolute error in years), the learning rate multiplied by 0.1 after one third and after two thirds of the epochs (epochs
-30 and 60 of 90 in the paper), and on-the-fly augmentation: horizontal flip
-with probability 0.5, then rotation up to 20 degrees, shear 0.2, shift 0.2 and
+The recipe is that of Yang et al., "SSR-Net" (IJCAI 2018). It uses Adam and
+the L1 loss (mean absolute error in years). The learning rate is multiplied
+by 0.1 after one third and after two thirds of the epochs (epochs 30 and 60
+of 90 in the paper). Augmentation flips each face horizontally with
+probability 0.5, then applies rotation up to 20 degrees, shear 0.2, shift 0.2 and
 zoom 0.8..1.2, each applied with probability 0.25.
 
 Introduced in notebook 04, *Training and evaluating on UTKFace*.

@@ -167,3 +167,10 @@ def test_damaged_keras_file_is_a_message(tmp_path):
     path.write_bytes(b"truncated")
     with pytest.raises(ValueError, match="could not be loaded"):
         pretrained.load_model(path)
+
+
+def test_package_level_load_model(shared):
+    import ssr_lib
+
+    h5_path, _ = released_files(shared, "wiki")
+    assert ssr_lib.load_model(h5_path).count_params() == 40_915
