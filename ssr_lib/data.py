@@ -63,6 +63,26 @@ class SkipReport:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class FaceRecord:
+    """One usable image of a dataset, as every reader in the kit returns it.
+
+    `path` is relative to the dataset's source folder. `gender` is 0 for
+    female, 1 for male and -1 when unknown (UTKFace's 0-male scheme is
+    converted). `identity` names the person where the dataset records it and
+    is "" otherwise. `face_box` is `(x1, y1, x2, y2)` in the source image's
+    pixels and `landmarks` a tuple of `(x, y)` points, each `None` when the
+    dataset does not ship them.
+    """
+
+    path: str
+    age: int
+    gender: int = -1
+    identity: str = ""
+    face_box: tuple = None
+    landmarks: tuple = None
+
+
 @dataclass
 class Split:
     """One split of a dataset: RGB uint8 images, ages and file names.

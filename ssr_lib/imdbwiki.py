@@ -21,27 +21,15 @@ the second half of the year, because the photo's month is not recorded.
 
 import datetime
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ssr_lib.data import MAX_AGE, SkipReport
+from ssr_lib.data import MAX_AGE, FaceRecord, SkipReport
 
 MIN_FACE_SCORE = 1.0
 # Matlab serial date numbers count from year 0, Python ordinals from year 1.
 MATLAB_ORDINAL_OFFSET = 366
-
-
-@dataclass(frozen=True)
-class FaceRecord:
-    """One kept IMDB-WIKI photo: its path, age and labels."""
-
-    path: str
-    age: int
-    gender: int
-    face_box: tuple
-    identity: int = -1
 
 
 def birth_date(datenum):
@@ -160,6 +148,7 @@ def read_imdbwiki(mat_path):
             report.skip(f"age above {MAX_AGE}", path)
             continue
         box = tuple(float(v) for v in meta["face_location"][i][:4])
-        records.append(FaceRecord(path, age, int(meta["gender"][i]), box, int(meta["celeb_id"][i])))
+        identity = str(meta["celeb_id"][i]) if meta["celeb_id"][i] >= 0 else ""
+        records.append(FaceRecord(path, age, int(meta["gender"][i]), identity, face_box=box))
     report.kept = len(records)
     return records, report

@@ -67,7 +67,7 @@ def test_kept_records_and_ages(imdb_mat):
                                          "12/l_1999-12-31_2000.jpg"]
     assert [r.age for r in records] == [30, 29, 0]
     assert [r.gender for r in records] == [1, 0, 0]
-    assert records[0].identity == 1
+    assert records[0].identity == "1"
     assert records[0].face_box == (10.0, 20.0, 110.0, 140.0)
     assert report.kept == 3
 
@@ -89,7 +89,7 @@ def test_skip_counts_by_rule(imdb_mat):
 def test_wiki_without_identities(tmp_path):
     path = write_mat(tmp_path / "wiki.mat", "wiki", ROWS[:2], with_identity=False)
     records, report = imdbwiki.read_imdbwiki(path)
-    assert [r.identity for r in records] == [-1, -1]
+    assert [r.identity for r in records] == ["", ""]
     assert report.dataset == "WIKI"
 
 
