@@ -1,4 +1,4 @@
-"""Command line: `python -m ssr_lib {train,evaluate,summary,download}`.
+"""Command line: `python -m ssr_lib {train,evaluate,summary,download,prepare}`.
 
 Every command that fails on bad input prints one message naming the file
 or folder and the fix, and exits with status 2, never with a traceback.
@@ -54,6 +54,21 @@ def _parse_args(argv):
     fetch = commands.add_parser("download", help="download and unpack a dataset or the authors' weights")
     fetch.add_argument("name", help="imdb, wiki or ssrnet-weights (utkface and morph2 explain the manual steps)")
     fetch.add_argument("--data-dir", type=Path, help="datasets folder (default: $SSR_DATA_DIR or data/)")
+
+    prep = commands.add_parser("prepare", help="detect, align and crop a dataset's faces into 64x64 shards")
+    prep.add_argument("name", help="utkface, utkface-wild, imdb, wiki, morph2, fgnet or megaage-asian")
+    prep.add_argument("--source", type=Path, required=True, help="folder the dataset was unpacked into")
+    prep.add_argument("--output", type=Path, required=True,
+                      help="folder for the shards and manifest.json; an interrupted run resumes there")
+    prep.add_argument("--method", choices=("resize", "align", "margin"),
+                      help="resize aligned faces, align on the eyes, or crop the box with a 40%% margin "
+                           "(default: resize for utkface and megaage-asian, align for the others)")
+    prep.add_argument("--detector", choices=("dlib", "mtcnn", "haar"), default="dlib",
+                      help="face detector where the dataset has no landmarks (default: dlib)")
+    prep.add_argument("--workers", type=int, help="processes (default: one per CPU core)")
+    prep.add_argument("--shard-size", type=int, default=1000, help="images per shard (default: 1000)")
+    prep.add_argument("--limit", type=int, help="prepare only the first N records")
+    prep.add_argument("--json", action="store_true", help="print the manifest as JSON instead of the report")
     return parser.parse_args(argv)
 
 
@@ -117,10 +132,22 @@ def run_download(args):
     print(f"Unpacked into {download.download(args.name, args.data_dir)}")
 
 
+def run_prepare(args):
+    from ssr_lib import prepare
+
+    manifest, _ = prepare.prepare(args.name, args.source, args.output, method=args.method,
+                                  detector=args.detector, workers=args.workers, shard_size=args.shard_size,
+                                  limit=args.limit, verbose=not args.json)
+    if args.json:
+        print(json.dumps(manifest))
+    else:
+        print(f"Wrote {len(manifest['shards'])} shards and manifest.json to {args.output}")
+
+
 def main(argv=None):
     args = _parse_args(argv)
     handlers = {"train": run_train, "evaluate": run_evaluate, "summary": run_summary,
-                "download": run_download}
+                "download": run_download, "prepare": run_prepare}
     try:
         handlers[args.command](args)
     except (FileNotFoundError, ValueError, DownloadError) as error:

@@ -1,0 +1,312 @@
+"""Preparing a dataset: read every image, cut out its face, write 64x64 shards.
+
+`prepare("imdb", source, output)` turns a raw dataset into training data that
+never has to fit in memory. Records are cut into shards of `shard_size`
+images, and worker processes prepare whole shards in parallel. Each shard is
+written through a temporary file, so an interrupted run resumes with the
+shards that are not finished. The output folder holds:
+
+- `shard-00000.npz`, ...: `images` (uint8, `(n, 64, 64, 3)`, RGB), `ages`,
+  `genders` (0 female, 1 male, -1 unknown), `identities` and `paths`;
+- `shard-00000.json`, ...: that shard's counts and the SHA-256 of the source
+  images it read, written after the `.npz` file, so it marks a finished shard;
+- `manifest.json`: written last, with the settings, the counts of kept and
+  skipped records and why, and the list of shards.
+
+Three ways to turn a photo into a face crop (`method`):
+
+- `"resize"`: the image is already an aligned face (UTKFace, MegaAge-Asian);
+- `"align"`: landmarks from the dataset or a detector, then `faces.align_face`;
+- `"margin"`: the dataset's face box or a detector's box, widened by 40% on
+  every side (`faces.crop_with_margin`), as in the authors' demo.
+
+Raw files are only read, never changed. Introduced in notebook 01a,
+*Preparing the data*.
+"""
+
+import hashlib
+import json
+import multiprocessing
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ssr_lib import faces
+from ssr_lib.data import SkipReport
+from ssr_lib.datasets import READERS
+
+METHODS = ("resize", "align", "margin")
+# Datasets whose images are already aligned face crops.
+DEFAULT_METHODS = {"utkface": "resize", "megaage-asian": "resize"}
+GRAYSCALE = "grayscale image, converted to RGB"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Settings a prepared folder was made with; a resumed run must use the same."""
+
+    dataset: str
+    method: str
+    detector: str
+    image_size: int = 64
+    shard_size: int = 1000
+
+
+def decode_image(data):
+    """Decode image bytes to RGB uint8.
+
+    A JPEG stream without its end-of-image marker is reported as truncated,
+    a clearer reason than "unreadable" (OpenCV 4.14 returns no image for it).
+
+    Returns:
+        `(image, problem)`: `image` is `None` when the file cannot be used,
+        and `problem` then gives the reason; for a grayscale file that was converted,
+        `problem` is `GRAYSCALE` and `image` is set.
+    """
+    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-64:]:
+        return None, "truncated JPEG (no end-of-image marker)"
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        return None, "unreadable image (OpenCV could not decode it)"
+    if image.dtype != np.uint8:
+        image = (image / (np.iinfo(image.dtype).max / 255)).astype(np.uint8)
+    if image.ndim == 2 or image.shape[2] == 1:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB), GRAYSCALE
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB), None
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), None
+
+
+def _overlap(a, b):
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    return max(width, 0) * max(height, 0)
+
+
+def pick_face(found, face_box=None):
+    """Choose one detected face: the one overlapping `face_box` most, else the widest."""
+    if face_box is not None:
+        return max(found, key=lambda face: _overlap(face.box, face_box))
+    return max(found, key=lambda face: face.width)
+
+
+def cut_face(image, record, settings, detector=None):
+    """Turn one decoded photo into a face crop, following `settings.method`.
+
+    Returns:
+        `(crop, problem)`: `crop` is `None` when no face was found, and
+        `problem` then gives the reason.
+    """
+    size = settings.image_size
+    if settings.method == "resize":
+        return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA), None
+    if settings.method == "align" and record.landmarks is not None:
+        return faces.align_face(image, faces.eye_centres(record.landmarks), size), None
+    if settings.method == "margin" and record.face_box is not None:
+        return faces.crop_with_margin(image, record.face_box, size), None
+    found = detector(image)
+    if not found:
+        return None, f"no face found by the {settings.detector} detector"
+    face = pick_face(found, record.face_box)
+    if settings.method == "align":
+        return faces.align_face(image, face.points, size), None
+    return faces.crop_with_margin(image, face.box, size), None
+
+
+_detector = None
+
+
+def _worker_detector(settings):
+    """Return this process's detector, built on first use so that `resize` never loads one."""
+    global _detector
+    if _detector is None or _detector.name != settings.detector:
+        _detector = faces.Detector(settings.detector)
+    return _detector
+
+
+def shard_name(index):
+    return f"shard-{index:05d}"
+
+
+def _write_atomically(path, write):
+    """Write through a `.partial` file renamed at the end, so `path` is complete or absent."""
+    partial = path.with_name(path.stem + ".partial" + path.suffix)
+    write(partial)
+    os.replace(partial, path)
+
+
+def prepare_shard(index, records, source, output, settings):
+    """Prepare one shard, write its `.npz` and then its `.json` file, and return the summary."""
+    cv2.setNumThreads(1)
+    source, output = Path(source), Path(output)
+    report = SkipReport(settings.dataset)
+    converted = 0
+    digest = hashlib.sha256()
+
+    def detector(image):
+        return _worker_detector(settings)(image)
+
+    crops, kept = [], []
+    for record in records:
+        try:
+            content = (source / record.path).read_bytes()
+        except OSError:
+            report.skip("missing or unreadable file", record.path)
+            continue
+        digest.update(record.path.encode() + content)
+        image, problem = decode_image(content)
+        converted += problem == GRAYSCALE
+        if image is not None:
+            image, problem = cut_face(image, record, settings, detector)
+        if image is None:
+            report.skip(problem, record.path)
+            continue
+        crops.append(image)
+        kept.append(record)
+
+    size = settings.image_size
+    arrays = {
+        "images": np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8),
+        "ages": np.array([r.age for r in kept], np.int16),
+        "genders": np.array([r.gender for r in kept], np.int8),
+        "identities": np.array([r.identity for r in kept], dtype=str),
+        "paths": np.array([r.path for r in kept], dtype=str),
+    }
+    _write_atomically(output / f"{shard_name(index)}.npz", lambda path: np.savez(path, **arrays))
+    summary = {
+        "shard": f"{shard_name(index)}.npz", "kept": len(kept), "skipped": dict(report.skipped),
+        "examples": report.examples, "grayscale_converted": converted, "source_sha256": digest.hexdigest(),
+    }
+    _write_atomically(output / f"{shard_name(index)}.json", lambda path: path.write_text(json.dumps(summary)))
+    return summary
+
+
+def _prepare_shard_args(args):
+    return prepare_shard(*args)
+
+
+def _check_settings(output, settings):
+    """Raise `ValueError` rather than mix shards made with other settings into `output`."""
+    path = output / "settings.json"
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        if stored != asdict(settings):
+            raise ValueError(
+                f"{output} contains shards prepared with other settings ({path}: {stored}). "
+                "Choose another --output folder, or delete this one to start again."
+            )
+    else:
+        path.write_text(json.dumps(asdict(settings), indent=1))
+
+
+def prepare(dataset, source, output, method=None, detector="dlib", workers=None,
+            shard_size=1000, image_size=64, limit=None, verbose=True):
+    """Prepare `dataset` from its `source` folder into shards in `output`.
+
+    Args:
+        dataset: a name in `datasets.READERS`, such as `"utkface"` or `"imdb"`.
+        source: the folder the dataset was unpacked into.
+        output: the folder for shards and `manifest.json`; finished shards
+            there are kept and the rest are prepared.
+        method: `"resize"`, `"align"` or `"margin"`. Defaults to `"resize"`
+            for datasets of aligned faces and `"align"` for the others.
+        detector: `"dlib"`, `"mtcnn"` or `"haar"` (see `faces.Detector`).
+        workers: processes to use. Defaults to the number of CPU cores; with
+            `1`, everything runs in this process.
+        shard_size: records per shard. Defaults to `1000`.
+        image_size: side of the square crops. Defaults to `64`.
+        limit: prepare only the first `limit` records, for a quick look.
+        verbose: print progress and the final report.
+
+    Returns:
+        `(manifest, report)`: the manifest as a dict and a `SkipReport` with
+        the reader's and the preparation's skips together.
+    """
+    if dataset not in READERS:
+        raise ValueError(f"Unknown dataset {dataset!r}. Choose one of: {', '.join(READERS)}")
+    method = method or DEFAULT_METHODS.get(dataset, "align")
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}. Choose one of: {', '.join(METHODS)}")
+    settings = Settings(dataset, method, detector, image_size, shard_size)
+    source, output = Path(source), Path(output)
+    start = time.perf_counter()
+    records, report = READERS[dataset](source)
+    records = records[:limit] if limit else records
+    output.mkdir(parents=True, exist_ok=True)
+    _check_settings(output, settings)
+
+    tasks = [(i, records[at:at + shard_size], source, output, settings)
+             for i, at in enumerate(range(0, len(records), shard_size))
+             if not (output / f"{shard_name(i)}.json").is_file()]
+    n_shards = -(-len(records) // shard_size)
+    if verbose and len(tasks) < n_shards:
+        print(f"Resuming: {n_shards - len(tasks)} of {n_shards} shards are already in {output}")
+    workers = workers or os.cpu_count()
+    if workers == 1:
+        results = map(_prepare_shard_args, tasks)
+    else:
+        pool = multiprocessing.get_context("spawn").Pool(workers)
+        results = pool.imap_unordered(_prepare_shard_args, tasks)
+    try:
+        for done, summary in enumerate(results, start=1):
+            if verbose:
+                print(f"{summary['shard']}: {summary['kept']:,} faces ({done}/{len(tasks)} this run)")
+    finally:
+        if workers != 1:
+            pool.terminate()
+    manifest = _write_manifest(output, settings, source, report, n_shards, time.perf_counter() - start)
+    report.kept = manifest["kept"]
+    for reason, count in manifest["skipped_images"].items():
+        report.skipped[reason] += count
+        report.examples.setdefault(reason, manifest["examples"][reason])
+    if verbose:
+        print(report)
+        if manifest["grayscale_converted"]:
+            print(f"  ({manifest['grayscale_converted']:,} grayscale images were converted to RGB and kept)")
+    return manifest, report
+
+
+def _write_manifest(output, settings, source, report, n_shards, seconds):
+    summaries = [json.loads((output / f"{shard_name(i)}.json").read_text()) for i in range(n_shards)]
+    skipped, examples = {}, {}
+    for summary in summaries:
+        for reason, count in summary["skipped"].items():
+            skipped[reason] = skipped.get(reason, 0) + count
+            examples.setdefault(reason, summary["examples"][reason])
+    manifest = {
+        "settings": asdict(settings),
+        "source": str(source.resolve()),
+        "kept": sum(s["kept"] for s in summaries),
+        "skipped_records": dict(report.skipped),
+        "skipped_images": skipped,
+        "examples": {**report.examples, **examples},
+        "grayscale_converted": sum(s["grayscale_converted"] for s in summaries),
+        "seconds_last_run": round(seconds, 1),
+        "shards": [{k: s[k] for k in ("shard", "kept", "source_sha256")} for s in summaries],
+    }
+    _write_atomically(output / "manifest.json", lambda path: path.write_text(json.dumps(manifest, indent=1)))
+    return manifest
+
+
+def iter_shards(output):
+    """Yield each shard of a prepared folder as a dict of arrays, in order."""
+    output = Path(output)
+    manifest_path = output / "manifest.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(
+            f"No manifest.json in {output}: the folder was not prepared, or preparation did not finish. "
+            f"Run `python -m ssr_lib prepare NAME --source DIR --output {output}`; it resumes where it stopped."
+        )
+    for shard in json.loads(manifest_path.read_text())["shards"]:
+        with np.load(output / shard["shard"], allow_pickle=False) as stored:
+            yield {key: stored[key] for key in stored.files}
+
+
+def load_prepared(output):
+    """Read all shards of a prepared folder into one dict of arrays."""
+    shards = list(iter_shards(output))
+    return {key: np.concatenate([s[key] for s in shards]) for key in shards[0]}
