@@ -5,7 +5,7 @@ UTKFace's aligned and cropped faces are 200x200 JPEG files named
 1 (female), race 0 to 4. The kit reads them with OpenCV, converts them to
 RGB and resizes them to 64x64 with area interpolation.
 
-Introduced in notebook 01, *Introduction*; split in notebook 04.
+Introduced in notebook 01, *Introduction*; split in notebook 05.
 """
 
 import hashlib

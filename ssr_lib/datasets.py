@@ -10,7 +10,7 @@ The preparation step decodes the images later and counts unreadable ones.
 `group_split` splits records so that no person appears in two of the train,
 validation and test sets.
 
-Introduced in notebook 01a, *Preparing the data*.
+Introduced in notebook 02, *Preparing the data*.
 """
 
 import os
@@ -470,3 +470,43 @@ def group_split(identities, seed=0, fractions=(0.8, 0.1, 0.1)):
         parts[SPLITS[side]].extend(members)
         start += len(members)
     return {name: np.sort(np.array(parts[name], dtype=np.int64)) for name in SPLITS}
+
+
+def duplicate_groups(images, threshold=0.995, size=16, chunk=2048):
+    """Find near-identical images and label each group with a shared identity.
+
+    Each image is shrunk to a `size`x`size` grayscale vector with zero mean
+    and unit length. Two images whose vectors have a cosine similarity above
+    `threshold` are taken to be the same photo, and groups are joined
+    through shared members. UTKFace contains such copies, some with different
+    age labels, and a random split puts many of them on both sides.
+
+    Returns:
+        One identity string per image: `"photo-N"` for members of a group,
+        `""` for images without a copy, ready for `group_split`.
+    """
+    import cv2
+
+    gray = [cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image for image in images]
+    vectors = np.stack([cv2.resize(g, (size, size), interpolation=cv2.INTER_AREA) for g in gray])
+    vectors = vectors.reshape(len(vectors), -1).astype(np.float32)
+    vectors -= vectors.mean(axis=1, keepdims=True)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-6
+
+    parent = np.arange(len(vectors))
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for start in range(0, len(vectors), chunk):
+        similarity = vectors[start:start + chunk] @ vectors.T
+        rows, columns = np.nonzero(similarity > threshold)
+        for i, j in zip(rows + start, columns):
+            if i < j:
+                parent[root(j)] = root(i)
+    roots = np.array([root(i) for i in range(len(vectors))])
+    sizes = np.bincount(roots, minlength=len(roots))
+    return [f"photo-{r}" if sizes[r] > 1 else "" for r in roots]

@@ -1,6 +1,6 @@
 """Age metrics: MAE and cumulative accuracy CA(n).
 
-Introduced in notebook 04, *Training and evaluating on UTKFace*.
+Introduced in notebook 05, *Training and evaluating on UTKFace*.
 """
 
 import numpy as np

@@ -18,7 +18,7 @@ order (the eye on the left of the picture first). Two ways to cut a face out:
   width and height on every side, clamped to the image, resized to 64x64.
 
 The landmark models come with the `face-recognition-models` package, so
-nothing is downloaded at run time. Introduced in notebook 01a, *Preparing the
+nothing is downloaded at run time. Introduced in notebook 02, *Preparing the
 data*.
 """
 

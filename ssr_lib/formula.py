@@ -10,7 +10,7 @@ value per bin), shifts `eta` (one per bin, in [-1, 1]) and one scale `delta`
 where `V` is the width of the age range. The released SSR-Net code uses
 V = 101 (ages 0 to 100).
 
-Introduced in notebook 02, *The soft stagewise regression formula*.
+Introduced in notebook 03, *The soft stagewise regression formula*.
 """
 
 import numpy as np

@@ -7,7 +7,7 @@ Input contract: images of shape `(batch, 64, 64, 3)`, float32, pixel values
 0..255 with no scaling or mean subtraction. The kit trains on RGB; the
 authors' released weights were trained on BGR images read by OpenCV.
 
-Introduced in notebook 03, *Building SSR-Net*.
+Introduced in notebook 04, *Building SSR-Net*.
 """
 
 import zipfile

@@ -20,7 +20,7 @@ Three ways to turn a photo into a face crop (`method`):
 - `"margin"`: the dataset's face box or a detector's box, widened by 40% on
   every side (`faces.crop_with_margin`), as in the authors' demo.
 
-Raw files are only read, never changed. Introduced in notebook 01a,
+Raw files are only read, never changed. Introduced in notebook 02,
 *Preparing the data*.
 """
 

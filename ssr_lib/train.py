@@ -7,7 +7,7 @@ of 90 in the paper). Augmentation flips each face horizontally with
 probability 0.5, then applies rotation up to 20 degrees, shear 0.2, shift 0.2 and
 zoom 0.8..1.2, each applied with probability 0.25.
 
-Introduced in notebook 04, *Training and evaluating on UTKFace*.
+Introduced in notebook 05, *Training and evaluating on UTKFace*.
 """
 
 import json

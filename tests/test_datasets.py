@@ -1,5 +1,7 @@
 """Dataset readers, each run on a small fixture in the dataset's published layout."""
 
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -444,3 +446,15 @@ def test_group_split_straddling_identity_follows_middle(seed):
 def test_group_split_invalid_fractions(fractions):
     with pytest.raises(ValueError, match="fractions"):
         datasets.group_split(["a", "b"], fractions=fractions)
+
+
+def test_duplicate_groups_find_copies_of_real_faces(small_utkface):
+    names = sorted(os.listdir(small_utkface))[:30]
+    images = [data.load_face(small_utkface / name) for name in names]
+    brighter = np.clip(images[3].astype(int) + 10, 0, 255).astype(np.uint8)
+    resampled = cv2.resize(cv2.resize(images[7], (50, 50)), (64, 64))
+    identities = datasets.duplicate_groups(np.stack(images + [brighter, resampled]))
+    assert identities[3] == identities[30] != ""
+    assert identities[7] == identities[31] != ""
+    assert identities[3] != identities[7]
+    assert [identities[i] for i in range(30) if i not in (3, 7)] == [""] * 28

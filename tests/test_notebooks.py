@@ -54,7 +54,7 @@ def test_book_builds_on_real_faces(shared, tmp_path):
     metrics_file = Path(os.environ["SSR_RUNS_DIR"]) / "utkface-quick" / "metrics.json"
     metrics = json.loads(metrics_file.read_text())
     assert metrics["mae"] < 8.0, f"quick profile test MAE {metrics['mae']:.2f} is not below 8.0"
-    page = (html / "notebooks" / "04_training_on_utkface.html").read_text()
+    page = (html / "notebooks" / "05_training_on_utkface.html").read_text()
     assert f"SSR-Net test MAE: {metrics['mae']:.2f} years" in page
 
     # The trained model loads in safe mode and reproduces the book's test metrics.
