@@ -74,8 +74,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="folder that contains UTKFace/")
     parser.add_argument("--records", type=int, default=100_000, help="records for the memory run")
-    parser.add_argument("--sample", type=int, default=4_000, help="records for each resize throughput run")
-    parser.add_argument("--align-sample", type=int, default=400, help="records for each align run (0 skips)")
+    parser.add_argument("--sample", type=int, default=20_000, help="records for each resize throughput run")
+    parser.add_argument("--align-sample", type=int, default=800, help="records for each align run (0 skips)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per row")
     args = parser.parse_args()
 

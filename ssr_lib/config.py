@@ -1,6 +1,6 @@
 """Folders for datasets, caches, training runs and released weights.
 
-Three environment variables override the defaults:
+Environment variables override the defaults:
 
 - `SSR_DATA_DIR`: the folder that contains one sub-folder per dataset
   (`UTKFace/`, ...). Defaults to `data/` in the project root.
@@ -11,6 +11,8 @@ Three environment variables override the defaults:
 - `SSR_PRETRAINED_DIR`: the authors' released weights, laid out as
   `<dataset>/<model>/<model>.h5` beside `<model>.json`. Defaults to
   `pretrained/` inside the datasets folder, or beside it if only that exists.
+- `SSR_MEDIA_DIR`: photos and videos with real faces for the detection
+  chapter and the demo. Defaults to `media/`, found the same way.
 
 The project root is the nearest folder, from the working directory upwards,
 that contains `_toc.yml`; notebooks run from `notebooks/` and still find it.
@@ -60,17 +62,30 @@ def runs_dir():
     return _folder("SSR_RUNS_DIR", "runs")
 
 
+def _inside_or_beside_data(variable, name):
+    from_environment = _from_environment(variable)
+    if from_environment:
+        return from_environment
+    inside = data_dir() / name
+    beside = data_dir().parent / name
+    if not inside.is_dir() and beside.is_dir():
+        return beside
+    return inside
+
+
 def pretrained_dir():
     """Return the released weights folder.
 
     That is `$SSR_PRETRAINED_DIR` if set, else `pretrained/` inside
     `data_dir()`, else `pretrained/` beside `data_dir()` if only that exists.
     """
-    from_environment = _from_environment("SSR_PRETRAINED_DIR")
-    if from_environment:
-        return from_environment
-    inside = data_dir() / "pretrained"
-    beside = data_dir().parent / "pretrained"
-    if not inside.is_dir() and beside.is_dir():
-        return beside
-    return inside
+    return _inside_or_beside_data("SSR_PRETRAINED_DIR", "pretrained")
+
+
+def media_dir():
+    """Return the folder of example photos and videos.
+
+    That is `$SSR_MEDIA_DIR` if set, else `media/` inside `data_dir()`, else
+    `media/` beside `data_dir()` if only that exists.
+    """
+    return _inside_or_beside_data("SSR_MEDIA_DIR", "media")
