@@ -4,6 +4,9 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -126,3 +129,16 @@ def test_cli_prepare_missing_source_exits_2(tmp_path, capsys):
     status = cli.main(["prepare", "fgnet", "--source", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o")])
     assert status == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_benchmark_prints_throughput_and_memory(utkface_dir):
+    script = Path(__file__).parent.parent / "benchmarks" / "bench_prepare.py"
+    result = subprocess.run([sys.executable, str(script), "--data-dir", str(utkface_dir.parent), "--records", "300",
+                             "--sample", "200", "--align-sample", "0", "--json"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [row.get("workers") for row in rows] == [1, 2, None]
+    assert rows[1]["ratio_to_1_worker"] > 0
+    assert rows[2]["kept"] == 300
+    assert rows[2]["bound_mb"] < 1024
