@@ -52,7 +52,8 @@ def _parse_args(argv):
     summary.add_argument("--image-size", type=int, default=64, help="input height and width (default: 64)")
     summary.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     fetch = commands.add_parser("download", help="download and unpack a dataset or the authors' weights")
-    fetch.add_argument("name", help="imdb, wiki or ssrnet-weights (utkface and morph2 explain the manual steps)")
+    fetch.add_argument("name", help="imdb, wiki, fgnet or ssrnet-weights (utkface, morph2 and megaage-asian "
+                       "explain the manual steps)")
     fetch.add_argument("--data-dir", type=Path, help="datasets folder (default: $SSR_DATA_DIR or data/)")
 
     prep = commands.add_parser("prepare", help="detect, align and crop a dataset's faces into 64x64 shards")

@@ -15,6 +15,7 @@ Introduced in notebook 02, *Preparing the data*.
 
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,14 +36,23 @@ def read_utkface(source):
     return records, report
 
 
+def _read_imdbwiki(source, top_folder, mat_name):
+    source = Path(source)
+    root = _archive_root(source, top_folder)
+    records, report = imdbwiki.read_imdbwiki(root / mat_name)
+    if root != source:
+        records = [replace(r, path=f"{top_folder}/{r.path}") for r in records]
+    return records, report
+
+
 def read_imdb(source):
-    """Read IMDB's crops: `source` is the `imdb_crop` folder that holds `imdb.mat`."""
-    return imdbwiki.read_imdbwiki(Path(source) / "imdb.mat")
+    """Read IMDB's crops: `source` is the `imdb_crop` folder with `imdb.mat`, or the folder above it."""
+    return _read_imdbwiki(source, "imdb_crop", "imdb.mat")
 
 
 def read_wiki(source):
-    """Read WIKI's crops: `source` is the `wiki_crop` folder that holds `wiki.mat`."""
-    return imdbwiki.read_imdbwiki(Path(source) / "wiki.mat")
+    """Read WIKI's crops: `source` is the `wiki_crop` folder with `wiki.mat`, or the folder above it."""
+    return _read_imdbwiki(source, "wiki_crop", "wiki.mat")
 
 
 # Helpers shared by the readers below.

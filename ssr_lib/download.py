@@ -57,6 +57,10 @@ SOURCES = {
         "https://data.vision.ee.ethz.ch/cvl/rrothe/imdb-wiki/static/wiki_crop.tar",
         "wiki_crop.tar", "wiki_crop", note="WIKI faces and wiki.mat, about 1 GB",
     ),
+    "fgnet": Source(
+        "https://yanweifu.github.io/FG_NET_data/FGNET.zip", "FGNET.zip", "FGNET",
+        note="FG-NET, 1,002 photos of 82 people with 68 landmarks each, about 46 MB",
+    ),
     "ssrnet-weights": Source(
         "https://github.com/shamangary/SSR-Net/archive/refs/heads/master.zip",
         "SSR-Net-master.zip", "SSR-Net-master",
@@ -70,6 +74,8 @@ MANUAL = {
                "(https://susanqq.github.io/UTKFace/) and run `tar -xzf UTKFace.tar.gz -C <data dir>`.",
     "morph2": "MORPH album 2 is obtained by application to its owners; unpack it into "
               "<data dir>/MORPH2.",
+    "megaage-asian": "MegaAge-Asian is shared from the MegaAge project page of CUHK's Multimedia "
+                     "Laboratory; download it there and unpack it into <data dir>/megaage_asian.",
 }
 
 

@@ -142,3 +142,22 @@ def test_benchmark_prints_throughput_and_memory(utkface_dir):
     assert rows[1]["ratio_to_1_worker"] > 0
     assert rows[2]["kept"] == 300
     assert rows[2]["bound_mb"] < 1024
+
+
+def test_imdb_archive_layout_prepares_real_photos(shared, tmp_path):
+    """imdb_crop.tar unpacks to imdb_crop/imdb_crop/; the kept rows point at real photos."""
+    from test_imdbwiki import ROWS, write_mat
+
+    root = tmp_path / "imdb_crop" / "imdb_crop"
+    photos = {"01/a_1980-3-15_2010.jpg": "obama.jpg", "02/b_1980-9-1_2010.jpg": "biden.jpg",
+              "12/l_1999-12-31_2000.jpg": "two_people.jpg"}
+    for path, photo in photos.items():
+        (root / path).parent.mkdir(parents=True)
+        shutil.copy(shared / "media" / photo, root / path)
+    write_mat(root / "imdb.mat", "imdb", ROWS)
+    manifest, report = prepare.prepare("imdb", tmp_path / "imdb_crop", tmp_path / "out", workers=1, verbose=False)
+    assert report.kept == 3
+    assert sum(report.skipped.values()) == len(ROWS) - 3
+    arrays = prepare.load_prepared(tmp_path / "out")
+    assert sorted(arrays["paths"]) == sorted(f"imdb_crop/{path}" for path in photos)
+    assert sorted(arrays["ages"]) == [0, 29, 30]
