@@ -1,4 +1,4 @@
-"""Command line: `python -m ssr_lib {train,evaluate,summary,download,prepare}`.
+"""Command line: `python -m ssr_lib {train,evaluate,summary,download,prepare,demo}`.
 
 Every command that fails on bad input prints one message naming the file
 or folder and the fix, and exits with status 2, never with a traceback.
@@ -70,6 +70,19 @@ def _parse_args(argv):
     prep.add_argument("--shard-size", type=int, default=1000, help="images per shard (default: 1000)")
     prep.add_argument("--limit", type=int, help="prepare only the first N records")
     prep.add_argument("--json", action="store_true", help="print the manifest as JSON instead of the report")
+
+    demo = commands.add_parser("demo", help="write a video with an age on every face")
+    demo.add_argument("video", type=Path, help="input video file")
+    demo.add_argument("--output", type=Path, help="annotated video to write (.mp4)")
+    demo.add_argument("--detector", choices=("dlib", "mtcnn", "haar", "fastest"), default="mtcnn",
+                      help="face detector; fastest runs MTCNN on a half-size frame every 10th frame "
+                           "and tracks faces in between (default: mtcnn)")
+    demo.add_argument("--every", type=int, help="detect on every N-th frame and track in between (default: 1)")
+    demo.add_argument("--scale", type=float, help="shrink frames by this factor before detection (default: 1)")
+    demo.add_argument("--model", default="imdb",
+                      help="imdb, wiki or morph2 (the authors' weights) or a .keras/.h5 file (default: imdb)")
+    demo.add_argument("--max-frames", type=int, help="stop after N frames")
+    demo.add_argument("--json", action="store_true", help="print fps, stage timings and frame counts as JSON")
     return parser.parse_args(argv)
 
 
@@ -145,10 +158,30 @@ def run_prepare(args):
         print(f"Wrote {len(manifest['shards'])} shards and manifest.json to {args.output}")
 
 
+def run_demo(args):
+    from ssr_lib import video
+
+    settings = dict(video.FASTEST) if args.detector == "fastest" else {"detector": args.detector}
+    if args.every:
+        settings["detect_every"] = args.every
+    if args.scale:
+        settings["detect_scale"] = args.scale
+    pipeline = video.FacePipeline(video.AgeEstimator.load(args.model), **settings)
+    report = video.run_video(args.video, pipeline, output=args.output, max_frames=args.max_frames)
+    report["settings"] = {**settings, "model": args.model}
+    if args.json:
+        print(json.dumps(report))
+        return
+    print(f"{report['frames']} frames, {report['frames_with_faces']} with faces, {report['fps']} frames/s")
+    print("ms per frame: " + ", ".join(f"{stage} {ms}" for stage, ms in report["stage_ms"].items()))
+    if args.output:
+        print(f"Wrote {args.output}")
+
+
 def main(argv=None):
     args = _parse_args(argv)
     handlers = {"train": run_train, "evaluate": run_evaluate, "summary": run_summary,
-                "download": run_download, "prepare": run_prepare}
+                "download": run_download, "prepare": run_prepare, "demo": run_demo}
     try:
         handlers[args.command](args)
     except (FileNotFoundError, ValueError, DownloadError) as error:
