@@ -14,6 +14,13 @@ from ssr_lib.download import DownloadError
 DATASETS = ("utkface",)
 
 
+def _positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1. Received: {value}")
+    return value
+
+
 def _add_data_options(parser):
     parser.add_argument("--dataset", choices=DATASETS, default="utkface", help="dataset to read (default: utkface)")
     parser.add_argument("--data-dir", type=Path, help="folder that contains UTKFace/, or the image folder itself "
@@ -34,6 +41,9 @@ def _parse_args(argv):
     train.add_argument("--stages", type=int, nargs="+", default=[3, 3, 3], help="bins per stage (default: 3 3 3)")
     train.add_argument("--epochs", type=int, help="override the profile's number of epochs")
     train.add_argument("--fresh", action="store_true", help="ignore a finished or interrupted run in --output")
+    train.add_argument("--prepared", type=Path,
+                       help="train on a folder written by `prepare` instead of --dataset; people with an "
+                            "identity stay on one side of the split")
 
     evaluate = commands.add_parser("evaluate", help="print MAE, CA(3) and CA(5) of a saved model")
     evaluate.add_argument("model", type=Path,
@@ -66,16 +76,16 @@ def _parse_args(argv):
                            "(default: resize for utkface and megaage-asian, align for the others)")
     prep.add_argument("--detector", choices=("dlib", "mtcnn", "haar"), default="dlib",
                       help="face detector where the dataset has no landmarks (default: dlib)")
-    prep.add_argument("--workers", type=int, help="processes (default: one per CPU core)")
-    prep.add_argument("--shard-size", type=int, default=1000, help="images per shard (default: 1000)")
-    prep.add_argument("--limit", type=int, help="prepare only the first N records")
+    prep.add_argument("--workers", type=_positive, help="processes (default: one per CPU core)")
+    prep.add_argument("--shard-size", type=_positive, default=1000, help="images per shard (default: 1000)")
+    prep.add_argument("--limit", type=_positive, help="prepare only N records, spread evenly over the dataset")
     prep.add_argument("--json", action="store_true", help="print the manifest as JSON instead of the report")
 
     demo = commands.add_parser("demo", help="write a video with an age on every face")
     demo.add_argument("video", type=Path, help="input video file")
     demo.add_argument("--output", type=Path, help="annotated video to write (.mp4)")
     demo.add_argument("--detector", choices=("dlib", "mtcnn", "haar", "fastest"), default="mtcnn",
-                      help="face detector; fastest runs MTCNN on a half-size frame every 10th frame "
+                      help="face detector; fastest runs MTCNN on a frame shrunk to 3/4 every 10th frame "
                            "and tracks faces in between (default: mtcnn)")
     demo.add_argument("--every", type=int, help="detect on every N-th frame and track in between (default: 1)")
     demo.add_argument("--scale", type=float, help="shrink frames by this factor before detection (default: 1)")
@@ -97,7 +107,12 @@ def _print_metrics(metrics, as_json):
 def run_train(args):
     from ssr_lib import data, evaluate, model, train
 
-    splits = data.load_utkface(args.data_dir, seed=args.seed)
+    if args.prepared:
+        from ssr_lib import prepare
+
+        splits = prepare.load_prepared_splits(args.prepared, seed=args.seed)
+    else:
+        splits = data.load_utkface(args.data_dir, seed=args.seed)
     network = model.build_ssrnet(args.stages)
     network, _ = train.train(network, splits, args.output, profile=args.profile, seed=args.seed,
                              resume=not args.fresh, epochs=args.epochs)
@@ -155,7 +170,8 @@ def run_prepare(args):
     if args.json:
         print(json.dumps(manifest))
     else:
-        print(f"Wrote {len(manifest['shards'])} shards and manifest.json to {args.output}")
+        count = len(manifest["shards"])
+        print(f"Wrote {count} shard{'s' if count != 1 else ''} and manifest.json to {args.output}")
 
 
 def run_demo(args):
@@ -187,4 +203,7 @@ def main(argv=None):
     except (FileNotFoundError, ValueError, DownloadError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nInterrupted. Finished work is kept: run the same command again to resume.", file=sys.stderr)
+        return 130
     return 0

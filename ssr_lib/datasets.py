@@ -24,7 +24,7 @@ from ssr_lib import data, imdbwiki
 from ssr_lib.data import MAX_AGE, SPLITS, DatasetNotFoundError, FaceRecord, SkipReport
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg")
-AGE_ABOVE_MAX = f"age above {MAX_AGE}"
+AGE_ABOVE_MAX = f"age above {MAX_AGE}, outside the model's range"
 
 
 def read_utkface(source):

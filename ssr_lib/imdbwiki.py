@@ -84,8 +84,9 @@ def load_metadata(mat_path):
     mat_path = Path(mat_path)
     if not mat_path.is_file():
         raise FileNotFoundError(
-            f"IMDB-WIKI metadata not found: {mat_path}. Download imdb_crop.tar or wiki_crop.tar "
-            "from the IMDB-WIKI project page and unpack it; the .mat file lies inside the crop folder."
+            f"IMDB-WIKI metadata not found: {mat_path}. Run `python -m ssr_lib download imdb` (or wiki), "
+            "or download imdb_crop.tar or wiki_crop.tar from the IMDB-WIKI project page and unpack it; "
+            "the .mat file lies inside the crop folder."
         )
     content = loadmat(mat_path)
     parts = [key for key in ("imdb", "wiki") if key in content]

@@ -28,6 +28,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,13 +48,19 @@ GRAYSCALE = "grayscale image, converted to RGB"
 
 @dataclass(frozen=True)
 class Settings:
-    """Settings a prepared folder was made with; a resumed run must use the same."""
+    """Settings a prepared folder was made with; a resumed run must use the same.
+
+    `source` is the resolved source folder, and `records` a digest of the
+    record paths, so a changed folder or `limit` is not mixed with old shards.
+    """
 
     dataset: str
     method: str
     detector: str
     image_size: int = 64
     shard_size: int = 1000
+    source: str = ""
+    records: str = ""
 
 
 def decode_image(data):
@@ -185,6 +192,11 @@ def prepare_shard(index, records, source, output, settings):
     return summary
 
 
+def _ignore_interrupts():
+    """Leave Ctrl-C to the main process, which stops the workers and keeps finished shards."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _prepare_shard_args(args):
     return prepare_shard(*args)
 
@@ -194,13 +206,43 @@ def _check_settings(output, settings):
     path = output / "settings.json"
     if path.is_file():
         stored = json.loads(path.read_text())
-        if stored != asdict(settings):
+        wanted = asdict(settings)
+        changed = [f"{key} was {stored.get(key)!r}, now {value!r}"
+                   for key, value in wanted.items() if stored.get(key) != value]
+        if changed:
             raise ValueError(
-                f"{output} contains shards prepared with other settings ({path}: {stored}). "
-                "Choose another --output folder, or delete this one to start again."
+                f"{output} contains shards prepared with other settings ({path}): {'; '.join(changed)}. "
+                "Run with the earlier settings to resume, choose another --output folder, "
+                "or delete this one to start again."
             )
     else:
         path.write_text(json.dumps(asdict(settings), indent=1))
+
+
+def _records_digest(records):
+    digest = hashlib.sha256()
+    for record in records:
+        digest.update(record.path.encode() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def spread_sample(records, limit):
+    """Return `limit` records spread evenly over the list, so a sample covers every age of a sorted list."""
+    if not limit or limit >= len(records):
+        return records
+    step = len(records) / limit
+    return [records[int(i * step)] for i in range(limit)]
+
+
+def _check_arguments(source, output, workers, shard_size, limit):
+    if not source.is_dir():
+        problem = "is a file, not a folder" if source.exists() else "does not exist"
+        raise FileNotFoundError(f"Source {source} {problem}. Give the folder the dataset was unpacked into.")
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"Output {output} is a file. Give a folder (it is created if missing).")
+    for name, value in (("workers", workers), ("shard_size", shard_size), ("limit", limit)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be at least 1. Received: {value}")
 
 
 def prepare(dataset, source, output, method=None, detector="dlib", workers=None,
@@ -219,23 +261,33 @@ def prepare(dataset, source, output, method=None, detector="dlib", workers=None,
             `1`, everything runs in this process.
         shard_size: records per shard. Defaults to `1000`.
         image_size: side of the square crops. Defaults to `64`.
-        limit: prepare only the first `limit` records, for a quick look.
+        limit: prepare `limit` records spread evenly over the dataset, for a
+            quick look.
         verbose: print progress and the final report.
 
     Returns:
         `(manifest, report)`: the manifest as a dict and a `SkipReport` with
         the reader's and the preparation's skips together.
+
+    Raises:
+        FileNotFoundError: if `source` is not a folder.
+        ValueError: for invalid arguments, an `output` folder prepared with
+            other settings, or a dataset from which no face was prepared.
     """
     if dataset not in READERS:
         raise ValueError(f"Unknown dataset {dataset!r}. Choose one of: {', '.join(READERS)}")
     method = method or DEFAULT_METHODS.get(dataset, "align")
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}. Choose one of: {', '.join(METHODS)}")
-    settings = Settings(dataset, method, detector, image_size, shard_size)
     source, output = Path(source), Path(output)
+    _check_arguments(source, output, workers, shard_size, limit)
     start = time.perf_counter()
     records, report = READERS[dataset](source)
-    records = records[:limit] if limit else records
+    records = spread_sample(records, limit)
+    if not records:
+        raise ValueError(f"No usable record in {source}.\n{report}")
+    settings = Settings(dataset, method, detector, image_size, shard_size,
+                        str(source.resolve()), _records_digest(records))
     output.mkdir(parents=True, exist_ok=True)
     _check_settings(output, settings)
 
@@ -249,7 +301,7 @@ def prepare(dataset, source, output, method=None, detector="dlib", workers=None,
     if workers == 1:
         results = map(_prepare_shard_args, tasks)
     else:
-        pool = multiprocessing.get_context("spawn").Pool(workers)
+        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_ignore_interrupts)
         results = pool.imap_unordered(_prepare_shard_args, tasks)
     try:
         for done, summary in enumerate(results, start=1):
@@ -265,8 +317,12 @@ def prepare(dataset, source, output, method=None, detector="dlib", workers=None,
         report.examples.setdefault(reason, manifest["examples"][reason])
     if verbose:
         print(report)
+        if limit:
+            print(f"  (--limit {limit}: the reader's skips count every file, the image skips only the sample)")
         if manifest["grayscale_converted"]:
-            print(f"  ({manifest['grayscale_converted']:,} grayscale images were converted to RGB and kept)")
+            print(f"  ({manifest['grayscale_converted']:,} grayscale image(s) converted to RGB and kept)")
+    if manifest["kept"] == 0:
+        raise ValueError(f"No face could be prepared from {source}: every record was skipped.\n{report}")
     return manifest, report
 
 
@@ -301,7 +357,10 @@ def iter_shards(output):
             f"No manifest.json in {output}: the folder was not prepared, or preparation did not finish. "
             f"Run `python -m ssr_lib prepare NAME --source DIR --output {output}`; it resumes where it stopped."
         )
-    for shard in json.loads(manifest_path.read_text())["shards"]:
+    shards = json.loads(manifest_path.read_text())["shards"]
+    if not shards:
+        raise ValueError(f"{manifest_path} lists no shard: preparation kept no face. Read its skip counts.")
+    for shard in shards:
         with np.load(output / shard["shard"], allow_pickle=False) as stored:
             yield {key: stored[key] for key in stored.files}
 
@@ -310,3 +369,28 @@ def load_prepared(output):
     """Read all shards of a prepared folder into one dict of arrays."""
     shards = list(iter_shards(output))
     return {key: np.concatenate([s[key] for s in shards]) for key in shards[0]}
+
+
+def load_prepared_splits(output, seed=0, fractions=(0.8, 0.1, 0.1), by_identity=None):
+    """Read a prepared folder and split it into train, validation and test `data.Split`s.
+
+    With `by_identity` (the default when the dataset records identities),
+    each person's images stay on one side (`datasets.group_split`);
+    otherwise the split is random (`data.split_indices`).
+    """
+    from ssr_lib import data, datasets
+
+    arrays = load_prepared(output)
+    identities = list(arrays["identities"])
+    if by_identity is None:
+        by_identity = any(identities)
+    if by_identity:
+        indices = datasets.group_split(identities, seed, fractions)
+    else:
+        indices = data.split_indices(len(identities), seed, fractions)
+    for name, idx in indices.items():
+        if len(idx) == 0:
+            raise ValueError(f"The {name} split of {output} is empty: {len(identities)} images "
+                             f"({len(set(identities))} identities) are too few for fractions {fractions}.")
+    return {name: data.Split(arrays["images"][idx], arrays["ages"][idx].astype(np.float32), arrays["paths"][idx])
+            for name, idx in indices.items()}

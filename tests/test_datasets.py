@@ -79,9 +79,9 @@ def test_morph2_skip_counts(morph2):
     _, report = datasets.read_morph2(morph2)
     assert dict(report.skipped) == {
         "malformed file name (expected SUBJECT_PHOTO{M|F}AGE.JPG)": 2,
-        "age above 100": 1,
+        datasets.AGE_ABOVE_MAX: 1,
     }
-    assert report.examples["age above 100"] == "123456_0M101.JPG"
+    assert report.examples[datasets.AGE_ABOVE_MAX] == "123456_0M101.JPG"
     assert report.dataset == "MORPH2"
 
 
@@ -145,7 +145,7 @@ def test_fgnet_skip_counts(fgnet):
     unreadable = "unreadable landmark file (image kept without landmarks)"
     assert dict(report.skipped) == {
         "malformed file name (expected SSSAaa.JPG, e.g. 001A02.JPG)": 1,
-        "age above 100": 1,
+        datasets.AGE_ABOVE_MAX: 1,
         unreadable: 1,
         "landmark file without an image": 1,
     }
@@ -242,7 +242,7 @@ def test_megaage_skip_counts(megaage):
         no_name: 1,
         "image listed but missing": 1,
         "invalid age (expected a whole number of years)": 1,
-        "age above 100": 1,
+        datasets.AGE_ABOVE_MAX: 1,
     }
     assert report.examples["image listed but missing"] == "train/4.jpg"
     assert report.examples[no_age] == "train/6.jpg"
@@ -346,7 +346,7 @@ def test_utkface_wild_skip_counts(utkface_wild):
     orphan = "landmark line without an image"
     assert dict(report.skipped) == {
         "malformed file name (expected AGE_GENDER_RACE_DATETIME.jpg)": 1,
-        "age above 100": 1,
+        datasets.AGE_ABOVE_MAX: 1,
         malformed: 1,
         duplicate: 1,
         orphan: 1,

@@ -91,7 +91,7 @@ def test_interrupted_run_resumes_at_missing_shards(small_utkface, tmp_path):
 
 def test_other_settings_in_the_same_folder_raise(small_utkface, tmp_path):
     prepare.prepare("utkface", small_utkface, tmp_path / "out", workers=1, verbose=False)
-    with pytest.raises(ValueError, match="settings.json.*Choose another --output folder"):
+    with pytest.raises(ValueError, match="settings.json.*method was 'resize', now 'align'"):
         prepare.prepare("utkface", small_utkface, tmp_path / "out", method="align", workers=1, verbose=False)
 
 
@@ -109,6 +109,48 @@ def test_align_detects_faces_in_photos(shared, tmp_path):
     arrays = prepare.load_prepared(tmp_path / "out")
     assert list(arrays["identities"]) == ["000001", "000002", "000003"]
     assert list(arrays["ages"]) == [47, 66, 50]
+
+
+def test_changed_source_or_limit_is_not_resumed(small_utkface, tmp_path):
+    prepare.prepare("utkface", small_utkface, tmp_path / "out", workers=1, limit=20, verbose=False)
+    with pytest.raises(ValueError, match="records was"):
+        prepare.prepare("utkface", small_utkface, tmp_path / "out", workers=1, limit=40, verbose=False)
+    other = shutil.copytree(small_utkface, tmp_path / "copy" / "UTKFace")
+    with pytest.raises(ValueError, match="source was"):
+        prepare.prepare("utkface", other, tmp_path / "out", workers=1, limit=20, verbose=False)
+
+
+def test_limit_spreads_over_the_dataset(small_utkface, tmp_path):
+    manifest, _ = prepare.prepare("utkface", small_utkface, tmp_path / "out", workers=1, limit=6, verbose=False)
+    paths = list(prepare.load_prepared(tmp_path / "out")["paths"])
+    names = sorted(os.listdir(small_utkface))
+    assert paths == [names[i] for i in range(0, 60, 10)]
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ({"workers": 0}, "workers must be at least 1"),
+    ({"shard_size": 0}, "shard_size must be at least 1"),
+])
+def test_invalid_arguments_raise(small_utkface, tmp_path, arguments, message):
+    with pytest.raises(ValueError, match=message):
+        prepare.prepare("utkface", small_utkface, tmp_path / "out", verbose=False, **arguments)
+    assert not (tmp_path / "out").exists()
+
+
+def test_source_file_and_output_file_are_named(shared, small_utkface, tmp_path):
+    photo = shared / "media" / "obama.jpg"
+    with pytest.raises(FileNotFoundError, match="is a file, not a folder"):
+        prepare.prepare("utkface", photo, tmp_path / "out", verbose=False)
+    with pytest.raises(ValueError, match="obama.jpg is a file"):
+        prepare.prepare("utkface", small_utkface, photo, verbose=False)
+
+
+def test_no_face_at_all_raises(tmp_path):
+    source = tmp_path / "morph2"
+    source.mkdir()
+    (source / "000004_0F30.JPG").write_bytes(b"not a photo")
+    with pytest.raises(ValueError, match="No face could be prepared"):
+        prepare.prepare("morph2", source, tmp_path / "out", workers=1, verbose=False)
 
 
 def test_load_prepared_without_manifest_says_how_to_resume(tmp_path):
@@ -161,3 +203,37 @@ def test_imdb_archive_layout_prepares_real_photos(shared, tmp_path):
     arrays = prepare.load_prepared(tmp_path / "out")
     assert sorted(arrays["paths"]) == sorted(f"imdb_crop/{path}" for path in photos)
     assert sorted(arrays["ages"]) == [0, 29, 30]
+
+
+def test_train_on_prepared_morph2_keeps_people_apart(shared, tmp_path):
+    """Ten 'people' (five photos and their mirror images), two photos each, named as in MORPH2."""
+    source = tmp_path / "morph2"
+    source.mkdir()
+    photos = ["obama.jpg", "biden.jpg", "two_people.jpg", "TGOP_tvbs.png", "the_flash_cast.png"]
+    pictures = [cv2.imread(str(shared / "media" / photo)) for photo in photos]
+    pictures += [picture[:, ::-1] for picture in pictures]
+    for person, picture in enumerate(pictures, start=1):
+        for index in range(2):
+            cv2.imwrite(str(source / f"{person:06d}_{index}M{40 + index}.JPG"), picture)
+    prepare.prepare("morph2", source, tmp_path / "prepared", workers=1, verbose=False)
+    splits = prepare.load_prepared_splits(tmp_path / "prepared", seed=0)
+    people = {name: {p.split("_")[0] for p in split.files} for name, split in splits.items()}
+    assert sum(len(split) for split in splits.values()) == 20
+    assert not people["train"] & people["test"]
+    assert not people["train"] & people["val"]
+    assert not people["val"] & people["test"]
+
+    result = subprocess.run([sys.executable, "-m", "ssr_lib", "train", "--prepared", str(tmp_path / "prepared"),
+                             "--output", str(tmp_path / "run"), "--epochs", "1"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["n_test"] == len(splits["test"])
+
+
+def test_too_few_people_for_a_split_raise(shared, tmp_path):
+    source = tmp_path / "morph2"
+    source.mkdir()
+    for index in range(3):
+        shutil.copy(shared / "media" / "obama.jpg", source / f"000001_{index}M47.JPG")
+    prepare.prepare("morph2", source, tmp_path / "prepared", workers=1, verbose=False)
+    with pytest.raises(ValueError, match="split of .* is empty: 3 images \\(1 identities\\)"):
+        prepare.load_prepared_splits(tmp_path / "prepared")
