@@ -1,12 +1,15 @@
 """Finding faces in photos and cutting them out as 64x64 crops.
 
-Three detectors, from the most robust to the fastest on a CPU:
+Three detectors:
 
 - `"dlib"`: dlib's HOG detector and its 68-point landmark model (the
-  SSR-Net authors aligned MORPH2 with these landmarks),
+  SSR-Net authors aligned MORPH2 with these landmarks); finds frontal faces,
+  fast on still photos;
 - `"mtcnn"`: the `mtcnn` package's three-stage network, with five keypoints
-  (the authors' video demo used MTCNN),
-- `"haar"`: OpenCV's Haar cascade with dlib's 5-point landmark model.
+  (the authors' video demo used MTCNN); finds small and turned faces, and
+  is the slowest;
+- `"haar"`: OpenCV's Haar cascade with dlib's 5-point landmark model; the
+  oldest, and it needs background around a face.
 
 Every detector returns `Face`s with a box and the two eye centres, in image
 order (the eye on the left of the picture first). Two ways to cut a face out:
