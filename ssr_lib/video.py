@@ -4,7 +4,7 @@
 returns the frame with a box and an age on each face. Five stages, each timed:
 
 1. `detect`: a `faces.Detector` on the frame (optionally shrunk first), on
-   every frame or every n-th one;
+   every frame or every n-th one, and at once after a cut;
 2. `track`: between detections, each face's box follows the image with
    optical flow (the median motion of corner points inside the box);
    at a detection, boxes are matched to the faces they overlap so that each
@@ -30,9 +30,9 @@ import numpy as np
 from ssr_lib import faces
 
 STAGES = ("read", "detect", "track", "crop", "estimate", "draw", "write")
-# The fastest settings measured on the clip: MTCNN on a half-size frame every
-# 10th frame, optical flow in between.
-FASTEST = {"detector": "mtcnn", "detect_every": 10, "detect_scale": 0.5}
+# The fastest settings that kept an age on about 97% of the faces that MTCNN
+# finds on every full frame of the example clip (benchmarks/bench_demo.py).
+FASTEST = {"detector": "mtcnn", "detect_every": 10, "detect_scale": 0.75}
 
 
 class VideoError(ValueError):
@@ -133,24 +133,29 @@ class FacePipeline:
         detector: a detector name of `faces.DETECTORS`.
         detect_every: run the detector on every n-th frame, track in between.
         detect_scale: shrink the frame by this factor before detection.
+        upsample: for the dlib detector, look at the frame at twice its size
+            first, which finds smaller faces at four times the cost.
         smoothing: weight of a face's previous age in its smoothed age
             (0 turns smoothing off).
         keep_missed: detections a face may be missed in before it is dropped.
+        cut_threshold: mean change of a 32x18 grayscale thumbnail, in grey
+            levels, above which a frame counts as a cut and is detected at once.
     """
 
     estimator: AgeEstimator
     detector: str = "mtcnn"
     detect_every: int = 1
     detect_scale: float = 1.0
+    upsample: int = 0
     smoothing: float = 0.8
     keep_missed: int = 0
+    cut_threshold: float = 20.0
     tracks: list = field(default_factory=list)
     timings: dict = field(default_factory=lambda: defaultdict(float))
     frames: int = 0
 
     def __post_init__(self):
-        self._detector = faces.Detector(self.detector, upsample=0) if self.detector == "dlib" \
-            else faces.Detector(self.detector)
+        self._detector = faces.Detector(self.detector, upsample=self.upsample)
         self._gray = None
         self._next_number = 0
 
@@ -190,6 +195,12 @@ class FacePipeline:
             track.points = _corner_points(gray, track.box)
         self.tracks = kept
 
+    def _scene_cut(self, gray):
+        """Return whether the picture changed at once, as at a cut, where tracking cannot follow."""
+        before = cv2.resize(self._gray, (32, 18), interpolation=cv2.INTER_AREA).astype(np.int16)
+        now = cv2.resize(gray, (32, 18), interpolation=cv2.INTER_AREA).astype(np.int16)
+        return np.abs(now - before).mean() > self.cut_threshold
+
     def _track(self, gray):
         for track in self.tracks:
             if track.points is None or len(track.points) < 3:
@@ -209,7 +220,7 @@ class FacePipeline:
         start = time.perf_counter()
         rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
         gray = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY)
-        if self.frames % self.detect_every == 0 or self._gray is None:
+        if self.frames % self.detect_every == 0 or self._gray is None or self._scene_cut(gray):
             self._detect(rgb, gray)
             start = self._timed("detect", start)
         else:
