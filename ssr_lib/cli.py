@@ -189,6 +189,8 @@ def run_demo(args):
         print(json.dumps(report))
         return
     print(f"{report['frames']} frames, {report['frames_with_faces']} with faces, {report['fps']} frames/s")
+    if not report["frames_with_faces"]:
+        print("No face was found: try another --detector, or --every 1 to detect on every frame.")
     print("ms per frame: " + ", ".join(f"{stage} {ms}" for stage, ms in report["stage_ms"].items()))
     if args.output:
         print(f"Wrote {args.output}")

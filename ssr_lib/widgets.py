@@ -118,7 +118,7 @@ class VideoPlayer:
     async def play(self, max_frames=None):
         """Play from the current frame until the end, Pause, Stop or `max_frames` frames."""
         self.pipeline.reset()
-        shown, started = 0, time.perf_counter()
+        shown, with_faces, started = 0, 0, time.perf_counter()
         while self.play_button.value and (max_frames is None or shown < max_frames):
             if not self.show_next_frame():
                 at = self.slider.value + 1
@@ -127,11 +127,15 @@ class VideoPlayer:
                 self.status.value = f"Stopped at the {ending}."
                 break
             shown += 1
+            with_faces += bool(self.last_faces)
             report = {"fps": shown / (time.perf_counter() - started),
                       "stage_ms": {s: 1000 * t / shown for s, t in self.pipeline.timings.items()}}
             self.status.value = _stage_text(report) + f"; faces in this frame: {len(self.last_faces)}"
             await asyncio.sleep(0)  # let the kernel handle widget events between frames
         self.play_button.value = False
+        if shown and not with_faces:
+            self.status.value += (f" <b>No face found in the {shown} frames played:</b> try another detector, "
+                                  "or detect on every frame.")
         return shown
 
     def _on_play(self, change):

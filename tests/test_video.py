@@ -153,6 +153,20 @@ def test_player_reports_a_broken_video(broken_avi, estimator):
     assert "breaks off after frame" in player.status.value
 
 
+def test_player_says_when_no_face_was_found(tmp_path, estimator):
+    from ssr_lib import widgets
+
+    path = tmp_path / "empty_room.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (320, 240))
+    for level in range(0, 200, 20):
+        writer.write(np.full((240, 320, 3), level, np.uint8))
+    writer.release()
+    player = widgets.VideoPlayer(path, {"imdb": estimator}, **video.FASTEST)
+    player.play_button.value = True
+    assert asyncio.run(player.play()) == 9
+    assert "No face found in the 9 frames played" in player.status.value
+
+
 def test_player_shows_why_a_video_cannot_play(tmp_path, estimator):
     from ssr_lib import widgets
 
