@@ -1,7 +1,7 @@
 """Benchmark of the video demo: frames per second and per-stage time, by setting.
 
 Each setting runs over the whole clip in this process. The reference is MTCNN
-on every full-size frame, the slowest and most thorough setting; every other
+on every full-size frame, the slowest and most thorough setting. Every other
 row gives its speed as a ratio to the reference, and its coverage: the share
 of the reference's faces (frame by frame) that also got a box with an age.
 Run from the repository root:

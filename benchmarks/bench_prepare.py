@@ -1,8 +1,8 @@
 """Benchmark of dataset preparation: throughput with 1 and 2 workers, peak memory.
 
 UTKFace is repeated (through symbolic links with new names) until it has
-`--records` records, so the run stands in for a dataset the size of IMDB's
-training part without copying any image. Run from the repository root:
+`--records` records, so the run measures a dataset of IMDB's order of size
+without copying any image. Run from the repository root:
 
     python benchmarks/bench_prepare.py --data-dir ../shared/data
 
