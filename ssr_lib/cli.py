@@ -21,6 +21,13 @@ def _positive(text):
     return value
 
 
+def _fraction(text):
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1. Received: {value}")
+    return value
+
+
 def _add_data_options(parser):
     parser.add_argument("--dataset", choices=DATASETS, default="utkface", help="dataset to read (default: utkface)")
     parser.add_argument("--data-dir", type=Path, help="folder that contains UTKFace/, or the image folder itself "
@@ -83,15 +90,18 @@ def _parse_args(argv):
 
     demo = commands.add_parser("demo", help="write a video with an age on every face")
     demo.add_argument("video", type=Path, help="input video file")
-    demo.add_argument("--output", type=Path, help="annotated video to write (.mp4)")
+    demo.add_argument("--output", type=Path,
+                      help="annotated video to write: .mp4 (MPEG-4, for video players), .webm (VP8, for "
+                           "browsers) or .avi (Motion JPEG)")
     demo.add_argument("--detector", choices=("dlib", "mtcnn", "haar", "fastest"), default="mtcnn",
                       help="face detector; fastest runs MTCNN on a frame shrunk to 3/4 every 10th frame "
                            "and tracks faces in between (default: mtcnn)")
-    demo.add_argument("--every", type=int, help="detect on every N-th frame and track in between (default: 1)")
-    demo.add_argument("--scale", type=float, help="shrink frames by this factor before detection (default: 1)")
+    demo.add_argument("--every", type=_positive, help="detect on every N-th frame and track in between (default: 1)")
+    demo.add_argument("--scale", type=_fraction, help="shrink frames by this factor, above 0 and at most 1, "
+                      "before detection (default: 1)")
     demo.add_argument("--model", default="imdb",
                       help="imdb, wiki or morph2 (the authors' weights) or a .keras/.h5 file (default: imdb)")
-    demo.add_argument("--max-frames", type=int, help="stop after N frames")
+    demo.add_argument("--max-frames", type=_positive, help="stop after N frames")
     demo.add_argument("--json", action="store_true", help="print fps, stage timings and frame counts as JSON")
     return parser.parse_args(argv)
 
@@ -189,8 +199,17 @@ def run_demo(args):
         print(json.dumps(report))
         return
     print(f"{report['frames']} frames, {report['frames_with_faces']} with faces, {report['fps']} frames/s")
+    if report["frames"] < report["frames_expected"]:
+        print(f"Warning: {args.video} breaks off after frame {report['frames']} of {report['frames_expected']}; "
+              "the file is damaged or incomplete.")
     if not report["frames_with_faces"]:
-        print("No face was found: try another --detector, or --every 1 to detect on every frame.")
+        if settings.get("detect_every", 1) > 1:
+            hint = "--every 1 to detect on every frame"
+        elif settings["detector"] != "mtcnn":
+            hint = "--detector mtcnn, which finds small and turned faces"
+        else:
+            hint = "a video where faces are at least about 40 pixels wide"
+        print(f"No face was found: try {hint}.")
     print("ms per frame: " + ", ".join(f"{stage} {ms}" for stage, ms in report["stage_ms"].items()))
     if args.output:
         print(f"Wrote {args.output}")

@@ -69,6 +69,13 @@ class AgeEstimator:
         if str(name_or_path) in pretrained.RELEASED_DATASETS:
             path = pretrained.released_weights(str(name_or_path))
         path = Path(path)
+        if path.suffix in (".keras", ".h5") and not path.is_file():
+            raise FileNotFoundError(f"Model file not found: {path}. Check the path, or train one with "
+                                    "`python -m ssr_lib train --output DIR`, which writes DIR/model.keras.")
+        if not path.is_file() or path.suffix not in (".keras", ".h5"):
+            raise FileNotFoundError(
+                f"Unknown model {str(name_or_path)!r}: give imdb, wiki or morph2 (the authors' weights) "
+                "or the path of a .keras file (written by `python -m ssr_lib train`) or an authors' .h5 file.")
         model = pretrained.load_model(path)
         if path.suffix == ".h5":
             return cls(model, crop="margin", channels="bgr", name=str(name_or_path))
@@ -161,7 +168,7 @@ class FacePipeline:
 
     def reset(self):
         """Forget all faces and timings, before a new video."""
-        self.tracks, self.frames, self._gray = [], 0, None
+        self.tracks, self.frames, self._gray, self._next_number = [], 0, None, 0
         self.timings = defaultdict(float)
 
     def _timed(self, stage, start):
@@ -220,6 +227,8 @@ class FacePipeline:
         start = time.perf_counter()
         rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
         gray = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY)
+        if self._gray is not None and self._gray.shape != gray.shape:
+            self.tracks, self._gray = [], None  # a camera changed its resolution: start afresh
         if self.frames % self.detect_every == 0 or self._gray is None or self._scene_cut(gray):
             self._detect(rgb, gray)
             start = self._timed("detect", start)
@@ -267,11 +276,14 @@ def open_video(source):
                              "Check that a camera is connected and that no other program uses it.")
         return capture
     path = Path(source)
+    if path.is_dir():
+        raise VideoError(f"{path} is a folder. Give a video file.")
     if not path.is_file():
         raise VideoError(f"Video not found: {path}. Check the path.")
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
-        raise VideoError(f"{path} could not be opened as a video. Convert it to MP4 (H.264) and try again.")
+        raise VideoError(f"{path} could not be opened as a video: it is not a video, or it is damaged or "
+                         "incomplete (as after a download that broke off). Check that a video player opens it.")
     return capture
 
 
@@ -296,59 +308,102 @@ def read_frames(source, max_frames=None):
         raise VideoError(f"{source} contains no readable frame: the file is empty or damaged.")
 
 
-def run_video(source, pipeline, output=None, max_frames=None, on_frame=None):
+def video_info(source):
+    """Return `(frames per second, frame count)` of a video file; a camera gives `(30.0, 0)`."""
+    if isinstance(source, int):
+        return 30.0, 0
+    capture = open_video(source)
+    fps, count = capture.get(cv2.CAP_PROP_FPS), int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    capture.release()
+    return (fps if 1 <= fps <= 240 else 30.0), max(count, 0)
+
+
+# Codecs that OpenCV's pip wheels can write. Browsers play WebM (VP8), not
+# OpenCV's MPEG-4 Part 2 in .mp4, which video players such as VLC do play.
+CODECS = {".mp4": "mp4v", ".webm": "VP80", ".avi": "MJPG"}
+
+
+def check_output(output, source):
+    """Raise `VideoError` before any work if the annotated video cannot be written to `output`."""
+    output = Path(output)
+    if output.suffix.lower() not in CODECS:
+        raise VideoError(f"Cannot write {output}: the name must end in {', '.join(CODECS)}.")
+    if output.is_dir() or not output.parent.is_dir():
+        raise VideoError(f"Cannot write {output}: the folder {output.parent} must exist and {output.name} "
+                         "must not be a folder.")
+    if not isinstance(source, int) and output.resolve() == Path(source).resolve():
+        raise VideoError(f"The output {output} is the input video. Choose another name, so the input is kept.")
+
+
+def _open_writer(output, fps, frame):
+    height, width = frame.shape[:2]
+    fourcc = cv2.VideoWriter_fourcc(*CODECS[Path(output).suffix.lower()])
+    writer = cv2.VideoWriter(str(output), fourcc, fps, (width, height))
+    if not writer.isOpened():
+        raise VideoError(f"OpenCV could not write {output}. Try another name ending in {', '.join(CODECS)}.")
+    return writer
+
+
+def run_video(source, pipeline, output=None, max_frames=None, on_frame=None, warm_up=True):
     """Run `pipeline` over every frame of `source` and report its speed.
 
     Args:
         source: a video file or a camera number.
         pipeline: a `FacePipeline`; its faces and timings are reset first.
-        output: an `.mp4` file to write the annotated video to, or `None`.
+        output: a `.mp4`, `.webm` or `.avi` file to write the annotated
+            video to, at the input's frame rate, or `None`.
         max_frames: stop after this many frames.
         on_frame: called as `on_frame(index, annotated_frame, faces)` after
             each frame; return `False` from it to stop early.
+        warm_up: run the first frame once before timing, so that loading
+            the detector and compiling the model are not counted.
 
     Returns:
-        A dict with `frames`, `frames_with_faces`, `faces` (detections
-        summed over frames), `fps` (end to end) and `stage_ms` (milliseconds
-        per frame for each stage).
+        A dict with `frames`, `frames_expected` (the file's frame count,
+        0 for a camera), `frames_with_faces`, `faces` (detections summed
+        over frames), `fps` (end to end) and `stage_ms` (milliseconds per
+        frame for each stage).
     """
+    if output is not None:
+        check_output(output, source)
+    fps, expected = video_info(source)
+    frame_source = read_frames(source, max_frames)
+    first = next(frame_source)
+    if warm_up:
+        pipeline.process(first)
     pipeline.reset()
     writer = None
     frames = with_faces = total_faces = 0
-    timings = pipeline.timings
     started = time.perf_counter()
-    frame_source = read_frames(source, max_frames)
+    frame = first
     try:
-        while True:
-            start = time.perf_counter()
-            frame = next(frame_source, None)
-            if frame is None:
-                break
-            pipeline.timings["read"] += time.perf_counter() - start
+        while frame is not None:
             annotated, found = pipeline.process(frame)
             frames += 1
             with_faces += bool(found)
             total_faces += len(found)
             start = time.perf_counter()
             if output is not None:
-                if writer is None:
-                    height, width = annotated.shape[:2]
-                    writer = cv2.VideoWriter(str(output), cv2.VideoWriter_fourcc(*"mp4v"), 25, (width, height))
+                writer = writer or _open_writer(output, fps, annotated)
                 writer.write(annotated)
             pipeline.timings["write"] += time.perf_counter() - start
             if on_frame is not None and on_frame(frames - 1, annotated, found) is False:
                 break
+            start = time.perf_counter()
+            frame = next(frame_source, None)
+            pipeline.timings["read"] += time.perf_counter() - start
     finally:
+        frame_source.close()
         if writer is not None:
             writer.release()
     seconds = time.perf_counter() - started
-    timings = pipeline.timings
     return {
         "frames": frames,
+        "frames_expected": expected if max_frames is None else min(expected, max_frames),
         "frames_with_faces": with_faces,
         "faces": total_faces,
         "fps": round(frames / seconds, 1),
-        "stage_ms": {stage: round(1000 * timings[stage] / frames, 2) for stage in STAGES},
+        "stage_ms": {stage: round(1000 * pipeline.timings[stage] / frames, 2) for stage in STAGES},
     }
 
 

@@ -49,6 +49,9 @@ class VideoPlayer:
     """
 
     def __init__(self, source, estimators, detector="mtcnn", **settings):
+        if detector == "fastest":
+            settings = {**video.FASTEST, **settings}
+            detector = settings.pop("detector")
         self.source, self.estimators, self.settings = source, estimators, settings
         self.capture, self.total, self.task = None, 0, None
         self.image = widgets.Image(format="jpeg", layout=widgets.Layout(max_width="640px"))
@@ -66,9 +69,10 @@ class VideoPlayer:
         self.play_button.observe(self._on_play, "value")
         self.stop_button.on_click(lambda _: self.stop())
         self.slider.observe(self._on_seek, "value")
-        self.detector_menu.observe(lambda _: self._build_pipeline(), "value")
-        self.model_menu.observe(lambda _: self._build_pipeline(), "value")
+        self.detector_menu.observe(self._on_switch, "value")
+        self.model_menu.observe(self._on_switch, "value")
         self._seeking = False
+        self._playing = False
         self._build_pipeline()
         self._open()
 
@@ -80,6 +84,12 @@ class VideoPlayer:
     def _build_pipeline(self):
         self.pipeline = video.FacePipeline(self.estimators[self.model_menu.value],
                                            detector=self.detector_menu.value, **self.settings)
+
+    def _on_switch(self, _change):
+        """Use the chosen detector and model from the next frame on; when paused, redraw this frame."""
+        self._build_pipeline()
+        if not self._playing and self.capture is not None:
+            self._on_seek({"new": self.slider.value})
 
     def _open(self):
         """Open the video and show its first frame, or show why it cannot be played."""
@@ -117,22 +127,34 @@ class VideoPlayer:
 
     async def play(self, max_frames=None):
         """Play from the current frame until the end, Pause, Stop or `max_frames` frames."""
+        if self._playing:
+            return 0
+        self._playing = True
+        if self.total and self.slider.value >= self.total - 1:
+            self._on_seek({"new": 0})  # Play at the end starts again from the beginning
         self.pipeline.reset()
         shown, with_faces, started = 0, 0, time.perf_counter()
-        while self.play_button.value and (max_frames is None or shown < max_frames):
-            if not self.show_next_frame():
-                at = self.slider.value + 1
-                ending = "end of the video" if at >= self.total else \
-                    f"the video breaks off after frame {at} of {self.total}"
-                self.status.value = f"Stopped at the {ending}."
-                break
-            shown += 1
-            with_faces += bool(self.last_faces)
-            report = {"fps": shown / (time.perf_counter() - started),
-                      "stage_ms": {s: 1000 * t / shown for s, t in self.pipeline.timings.items()}}
-            self.status.value = _stage_text(report) + f"; faces in this frame: {len(self.last_faces)}"
-            await asyncio.sleep(0)  # let the kernel handle widget events between frames
-        self.play_button.value = False
+        try:
+            while self.play_button.value and (max_frames is None or shown < max_frames):
+                if not self.show_next_frame():
+                    at = self.slider.value + 1
+                    if at >= self.total:
+                        self.status.value = "Stopped at the end of the video."
+                    else:
+                        self.status.value = f"Stopped: the video breaks off after frame {at} of {self.total}."
+                    break
+                shown += 1
+                with_faces += bool(self.last_faces)
+                frames = max(self.pipeline.frames, 1)
+                report = {"fps": shown / (time.perf_counter() - started),
+                          "stage_ms": {s: 1000 * t / frames for s, t in self.pipeline.timings.items()}}
+                self.status.value = _stage_text(report) + f"; faces in this frame: {len(self.last_faces)}"
+                await asyncio.sleep(0)  # let the kernel handle widget events between frames
+        except Exception as error:  # shown in the widget, since a task's errors reach no cell
+            self.status.value = f"<b>Stopped by an error:</b> {type(error).__name__}: {error}"
+        finally:
+            self._playing = False
+            self.play_button.value = False
         if shown and not with_faces:
             self.status.value += (f" <b>No face found in the {shown} frames played:</b> try another detector, "
                                   "or detect on every frame.")
@@ -175,19 +197,37 @@ class WebcamWidget(anywidget.AnyWidget):
       shown.style.maxWidth = "640px";
       el.append(button, shown, status);
       let running = false;
+      let starting = false;
+      let inFlight = false;  // at most one frame waits in the kernel
       let url = null;
 
+      function report(text, error = "") {
+        status.textContent = text;
+        model.set("error", error);
+        model.save_changes();
+      }
+      function stopCamera() {
+        running = false;
+        if (video.srcObject) video.srcObject.getTracks().forEach((track) => track.stop());
+        video.srcObject = null;
+        button.textContent = "Start camera";
+      }
       function sendFrame() {
-        if (!running) return;
+        if (!running || inFlight) return;
+        if (!video.videoWidth) { setTimeout(sendFrame, 100); return; }
         canvas.width = video.videoWidth;
         canvas.height = video.videoHeight;
         canvas.getContext("2d").drawImage(video, 0, 0);
+        inFlight = true;
         canvas.toBlob(async (blob) => {
-          model.send({ type: "frame" }, [await blob.arrayBuffer()]);
+          if (!blob) { inFlight = false; setTimeout(sendFrame, 200); return; }
+          model.send({ type: "frame" }, undefined, [await blob.arrayBuffer()]);
         }, "image/jpeg", 0.8);
       }
       model.on("msg:custom", (message, buffers) => {
         if (message.type !== "annotated") return;
+        inFlight = false;
+        if (!running) return;
         if (url) URL.revokeObjectURL(url);
         url = URL.createObjectURL(new Blob([buffers[0]], { type: "image/jpeg" }));
         shown.src = url;
@@ -195,29 +235,34 @@ class WebcamWidget(anywidget.AnyWidget):
         requestAnimationFrame(sendFrame);
       });
       button.onclick = async () => {
-        if (running) {
-          running = false;
-          video.srcObject.getTracks().forEach((track) => track.stop());
-          button.textContent = "Start camera";
-          return;
-        }
+        if (starting) return;
+        if (running) { stopCamera(); report("Camera stopped."); return; }
         if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-          status.textContent = "This browser gives no camera access (it needs HTTPS or localhost).";
-          model.set("error", "no camera API"); model.save_changes();
+          report("This browser gives no camera access (it needs HTTPS or localhost).", "no camera API");
           return;
         }
+        starting = true;
         try {
           video.srcObject = await navigator.mediaDevices.getUserMedia({ video: { width: 640 } });
+          video.srcObject.getVideoTracks()[0].onended = () => {
+            stopCamera();
+            report("The camera was disconnected or its permission withdrawn.", "camera ended");
+          };
+          await video.play();
         } catch (error) {
-          status.textContent = "No camera: " + error.name + ". Allow camera access for this page, or check that a camera is connected.";
-          model.set("error", error.name); model.save_changes();
+          stopCamera();
+          report("No camera: " + error.name + ". Allow camera access for this page, or check that a "
+                 + "camera is connected.", error.name);
           return;
+        } finally {
+          starting = false;
         }
-        await video.play();
         running = true;
         button.textContent = "Stop camera";
+        report("Camera on; waiting for the first annotated frame.");
         sendFrame();
       };
+      return () => stopCamera();
     }
     export default { render };
     """
@@ -230,19 +275,28 @@ class WebcamWidget(anywidget.AnyWidget):
         self.on_msg(self._on_message)
 
     def _on_message(self, _widget, content, buffers):
-        if content.get("type") == "frame" and buffers:
-            annotated, status = self.handle_frame(bytes(buffers[0]))
-            self.send({"type": "annotated", "status": status}, [annotated])
+        if content.get("type") != "frame":
+            return
+        annotated, status = self.handle_frame(bytes(buffers[0]) if buffers else b"")
+        self.send({"type": "annotated", "status": status}, [annotated])
 
     def handle_frame(self, jpeg):
-        """Annotate one JPEG frame from the browser; return the annotated JPEG and a status line."""
-        frame = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        """Annotate one JPEG frame from the browser; return the annotated JPEG and a status line.
+
+        Never raises: any problem becomes the status line, so the browser
+        always gets a reply and goes on sending frames.
+        """
+        blank = to_jpeg(np.zeros((240, 320, 3), np.uint8))
+        frame = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR) if jpeg else None
         if frame is None:
             self.last_status = "The browser sent a frame that could not be decoded; waiting for the next one."
-            blank = np.zeros((240, 320, 3), np.uint8)
-            return to_jpeg(blank), self.last_status
+            return blank, self.last_status
         start = time.perf_counter()
-        annotated, self.last_faces = self.pipeline.process(frame)
+        try:
+            annotated, self.last_faces = self.pipeline.process(frame)
+        except Exception as error:  # reported to the browser, which keeps sending frames
+            self.last_status = f"The kernel failed on this frame: {type(error).__name__}: {error}"
+            return blank, self.last_status
         self.frames += 1
         milliseconds = 1000 * (time.perf_counter() - start)
         self.last_status = f"{len(self.last_faces)} face(s), {milliseconds:.0f} ms in the kernel"

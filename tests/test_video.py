@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import re
 
 import cv2
 import numpy as np
@@ -117,9 +118,35 @@ def test_cli_demo_prints_json(clip, shared, tmp_path, capsys, monkeypatch):
     assert report["stage_ms"]["detect"] > 0
 
 
-def test_cli_demo_missing_video_exits_2(tmp_path, capsys):
-    assert cli.main(["demo", str(tmp_path / "none.mp4"), "--model", str(tmp_path / "m.keras")]) == 2
-    assert "not found" in capsys.readouterr().err
+@pytest.mark.parametrize("arguments, message", [
+    (["NONE.mp4"], "Video not found: .*none.mp4"),
+    (["CLIP", "--model", "imbd"], "Unknown model 'imbd': give imdb, wiki or morph2"),
+    (["CLIP", "--model", "NONE.keras"], "Model file not found: .*none.keras"),
+    (["CLIP", "--output", "CLIP"], "is the input video"),
+    (["CLIP", "--output", "NONE/out.mp4"], "the folder .*none must exist"),
+    (["CLIP", "--output", "out.mkv"], "must end in .mp4, .webm, .avi"),
+])
+def test_cli_demo_bad_input_exits_2(clip, shared, tmp_path, capsys, monkeypatch, arguments, message):
+    monkeypatch.setenv("SSR_PRETRAINED_DIR", str(shared.resolve() / "pretrained"))
+    clip = clip.resolve()
+    monkeypatch.chdir(tmp_path)
+    arguments = [str(clip) if a == "CLIP" else a.replace("NONE", str(tmp_path / "none")) for a in arguments]
+    assert cli.main(["demo", *arguments]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert clip.stat().st_size > 500_000
+
+
+def test_cli_demo_warns_about_a_broken_video(broken_avi, shared, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SSR_PRETRAINED_DIR", str(shared / "pretrained"))
+    assert cli.main(["demo", str(broken_avi), "--detector", "fastest", "--output", str(tmp_path / "o.webm")]) == 0
+    assert "breaks off after frame" in capsys.readouterr().out
+    capture = cv2.VideoCapture(str(tmp_path / "o.webm"))
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(25, abs=0.5)
+
+
+def test_cli_demo_rejects_a_zero_scale(clip):
+    with pytest.raises(SystemExit):
+        cli.main(["demo", str(clip), "--scale", "0"])
 
 
 def test_player_plays_and_pauses_headlessly(clip, estimator):
@@ -188,5 +215,34 @@ def test_webcam_kernel_side_with_recorded_frames(clip, estimator):
     assert sent[-1][0]["type"] == "annotated"
     assert sent[-1][1][0][:2] == b"\xff\xd8"
     assert len(webcam.last_faces) == 2
-    _, status = webcam.handle_frame(b"not a jpeg")
-    assert "could not be decoded" in status
+    for garbage in (b"not a jpeg", b""):
+        _, status = webcam.handle_frame(garbage)
+        assert "could not be decoded" in status
+    # A camera that changes its resolution mid-stream.
+    small = cv2.resize(next(video.read_frames(clip)), (320, 180))
+    _, status = webcam.handle_frame(widgets.to_jpeg(small))
+    assert "face(s)" in status
+
+
+def test_webcam_javascript_sends_frames_as_buffers():
+    from ssr_lib import widgets
+
+    # Widget models take (content, callbacks, buffers): the JPEG must be the third argument.
+    assert 'model.send({ type: "frame" }, undefined, [' in widgets.WebcamWidget._esm
+
+
+def test_player_reports_an_error_while_playing(clip, estimator):
+    from ssr_lib import widgets
+
+    player = widgets.VideoPlayer(clip, {"imdb": estimator}, detector="fastest")
+    assert player.pipeline.detect_every == video.FASTEST["detect_every"]
+
+    def fail(frame):
+        raise RuntimeError("model exploded")
+
+    player.pipeline.process = fail
+    player.play_button.value = True
+    assert asyncio.run(player.play()) == 0
+    assert "Stopped by an error" in player.status.value
+    assert "model exploded" in player.status.value
+    assert player.play_button.value is False
