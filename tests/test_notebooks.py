@@ -51,6 +51,8 @@ def test_book_builds_on_real_faces(shared, tmp_path):
         page = (html / "notebooks" / f"{path.stem}.html").read_text()
         assert "Traceback" not in page, f"{path.stem}.html shows a traceback"
 
+    check_demo_page(html)
+
     metrics_file = Path(os.environ["SSR_RUNS_DIR"]) / "utkface-quick" / "metrics.json"
     metrics = json.loads(metrics_file.read_text())
     assert metrics["mae"] < 8.0, f"quick profile test MAE {metrics['mae']:.2f} is not below 8.0"
@@ -63,3 +65,14 @@ def test_book_builds_on_real_faces(shared, tmp_path):
     reloaded = evaluate.evaluate(model, test_split)
     assert reloaded["n_test"] == metrics["n_test"]
     assert abs(reloaded["mae"] - metrics["mae"]) < 1e-4
+
+
+def check_demo_page(html):
+    """The demo chapter shows the annotated clip as an animated GIF, readable without a kernel."""
+    from PIL import Image
+
+    page = (html / "notebooks" / "07_demo.html").read_text()
+    gifs = re.findall(r'src="\.\./(_images/[0-9a-f]+\.gif)"', page)
+    assert len(gifs) == 1, "the demo page shows no annotated GIF"
+    with Image.open(html / gifs[0]) as gif:
+        assert gif.n_frames > 60
