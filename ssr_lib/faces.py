@@ -25,7 +25,9 @@ nothing is downloaded at run time. Introduced in notebook 02, *Preparing the
 data*.
 """
 
+import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -120,13 +122,23 @@ def _dlib_rect(box):
     return dlib.rectangle(*(int(round(v)) for v in box))
 
 
+def landmark_model_file(points):
+    """Return the path of dlib's 68- or 5-point landmark model in the `face-recognition-models` package.
+
+    The package is found without being imported, because its `__init__`
+    needs `pkg_resources`, which recent setuptools releases no longer ship.
+    """
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None:
+        raise ModuleNotFoundError("dlib's landmark models are missing: pip install face-recognition-models")
+    name = "shape_predictor_68_face_landmarks.dat" if points == 68 else "shape_predictor_5_face_landmarks.dat"
+    return Path(spec.submodule_search_locations[0]) / "models" / name
+
+
 def _landmark_model(points):
     import dlib
-    import face_recognition_models
 
-    if points == 68:
-        return dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
-    return dlib.shape_predictor(face_recognition_models.pose_predictor_five_point_model_location())
+    return dlib.shape_predictor(str(landmark_model_file(points)))
 
 
 class Detector:

@@ -31,12 +31,30 @@ def wait_for_rows(path, rows, process, timeout=300):
     raise AssertionError(f"{path} did not reach {rows} rows in {timeout} s")
 
 
+def wait_for_backup(run, epochs, process, timeout=300):
+    """Wait until the backup of `epochs` finished epochs is completely written."""
+    metadata = run / "backup" / "training_metadata.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if json.loads(metadata.read_text())["epoch"] >= epochs:
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        assert process.poll() is None, "training ended before it could be interrupted"
+        time.sleep(0.02)
+    raise AssertionError(f"{metadata} did not reach epoch {epochs} in {timeout} s")
+
+
 def test_train_resumes_after_kill(utkface_400, tmp_path):
     run = tmp_path / "run"
     command = [sys.executable, "-m", "ssr_lib", "train", "--data-dir", utkface_400,
                "--output", run, "--epochs", "20"]
     process = subprocess.Popen(list(map(str, command)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_rows(run / "history.csv", 2, process)
+    # Kill between epochs, so that the damage below is the only damage: a kill
+    # while Keras copies its backup could also break the copy it falls back on.
+    wait_for_backup(run, 2, process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (run / "model.keras").exists()
