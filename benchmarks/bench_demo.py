@@ -37,9 +37,9 @@ def coverage(reference, boxes):
     total = covered = 0
     for expected, found in zip(reference, boxes):
         for box in expected:
-            centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+            centre = faces.box_centre(box)
             total += 1
-            covered += any(faces._contains(other, centre) for other in found)
+            covered += any(faces.box_contains(other, centre) for other in found)
     return covered / total if total else float("nan")
 
 

@@ -482,11 +482,28 @@ def group_split(identities, seed=0, fractions=(0.8, 0.1, 0.1)):
     return {name: np.sort(np.array(parts[name], dtype=np.int64)) for name in SPLITS}
 
 
+def thumbnail_vectors(images, size=16, grayscale=True):
+    """Shrink each image to `size`x`size` pixels and return the pixels as unit vectors with zero mean.
+
+    The dot product of two such vectors is the cosine similarity of the
+    thumbnails, which is close to 1 for copies of the same photo.
+    """
+    import cv2
+
+    if grayscale:
+        images = [cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image for image in images]
+    vectors = np.stack([cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA) for image in images])
+    vectors = vectors.reshape(len(vectors), -1).astype(np.float32)
+    vectors -= vectors.mean(axis=1, keepdims=True)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-6
+    return vectors
+
+
 def duplicate_groups(images, threshold=0.995, size=16, chunk=2048):
     """Find near-identical images and label each group with a shared identity.
 
-    Each image is shrunk to a `size`x`size` grayscale vector with zero mean
-    and unit length. Two images whose vectors have a cosine similarity above
+    Each image becomes a `size`x`size` grayscale vector (`thumbnail_vectors`).
+    Two images whose vectors have a cosine similarity above
     `threshold` are taken to be the same photo, and groups are joined
     through shared members. UTKFace contains such copies, some with different
     age labels, and a random split puts many of them on both sides.
@@ -495,14 +512,7 @@ def duplicate_groups(images, threshold=0.995, size=16, chunk=2048):
         One identity string per image: `"photo-N"` for members of a group,
         `""` for images without a copy, ready for `group_split`.
     """
-    import cv2
-
-    gray = [cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image for image in images]
-    vectors = np.stack([cv2.resize(g, (size, size), interpolation=cv2.INTER_AREA) for g in gray])
-    vectors = vectors.reshape(len(vectors), -1).astype(np.float32)
-    vectors -= vectors.mean(axis=1, keepdims=True)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-6
-
+    vectors = thumbnail_vectors(images, size)
     parent = np.arange(len(vectors))
 
     def root(i):

@@ -198,14 +198,23 @@ class Detector:
         faces = []
         for (x, y, w, h), weight in sorted(zip(boxes, weights), key=lambda pair: -pair[1]):
             box = (int(x), int(y), int(x + w), int(y + h))
-            if not any(_contains(face.box, _centre(box)) for face in faces):
+            if not any(box_contains(face.box, box_centre(box)) for face in faces):
                 faces.append(Face(box, float(weight), eye_centres(self.landmarks(image, box))))
         return faces
 
 
-def _centre(box):
+def box_centre(box):
+    """Return the centre `(x, y)` of a box `(x1, y1, x2, y2)`."""
     return ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
 
 
-def _contains(box, point):
+def box_contains(box, point):
+    """Return whether `point` lies inside `box`, edges included."""
     return box[0] <= point[0] <= box[2] and box[1] <= point[1] <= box[3]
+
+
+def box_overlap(a, b):
+    """Return the area that boxes `a` and `b` share (0 when they are apart)."""
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    return max(width, 0) * max(height, 0)

@@ -88,16 +88,10 @@ def decode_image(data):
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), None
 
 
-def _overlap(a, b):
-    width = min(a[2], b[2]) - max(a[0], b[0])
-    height = min(a[3], b[3]) - max(a[1], b[1])
-    return max(width, 0) * max(height, 0)
-
-
 def pick_face(found, face_box=None):
     """Choose one detected face: the one overlapping `face_box` most, else the widest."""
     if face_box is not None:
-        return max(found, key=lambda face: _overlap(face.box, face_box))
+        return max(found, key=lambda face: faces.box_overlap(face.box, face_box))
     return max(found, key=lambda face: face.width)
 
 

@@ -109,17 +109,16 @@ class Track:
 
 
 def _iou(a, b):
-    width = min(a[2], b[2]) - max(a[0], b[0])
-    height = min(a[3], b[3]) - max(a[1], b[1])
-    inter = max(width, 0) * max(height, 0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+    """Return the intersection over union of two boxes."""
+    shared = faces.box_overlap(a, b)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - shared
+    return shared / union if union > 0 else 0.0
 
 
 def _best_match(tracks, box):
     """Return the track whose box contains the centre of `box` and overlaps it most, or `None`."""
-    centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
-    candidates = [t for t in tracks if faces._contains(t.box, centre) or _iou(t.box, box) > 0.3]
+    centre = faces.box_centre(box)
+    candidates = [t for t in tracks if faces.box_contains(t.box, centre) or _iou(t.box, box) > 0.3]
     return max(candidates, key=lambda t: _iou(t.box, box), default=None)
 
 

@@ -85,7 +85,7 @@ def test_dlib_finds_and_aligns_every_face(shared, dlib_detector, name):
     found = dlib_detector(image)
     assert len(found) == len(VISIBLE_FACES[name])
     for centre in VISIBLE_FACES[name]:
-        assert sum(faces._contains(face.box, centre) for face in found) == 1, centre
+        assert sum(faces.box_contains(face.box, centre) for face in found) == 1, centre
     for face in found:
         error = np.abs(eyes_in_crop(image, face, dlib_detector) - faces.TEMPLATE).max()
         assert error < 3, (name, face.box, error)
