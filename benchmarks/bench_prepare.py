@@ -85,9 +85,9 @@ def main():
         source = make_repeated_utkface(utkface, Path(folder), max(args.records, args.sample))
         for method, records in (("resize", args.sample), ("align", args.align_sample)):
             if records:
-                one, two = (throughput(source, workers, method, records) for workers in (1, 2))
-                two["ratio_to_1_worker"] = round(two["images_per_s"] / one["images_per_s"], 2)
-                rows += [one, two]
+                one_worker, two_workers = (throughput(source, workers, method, records) for workers in (1, 2))
+                two_workers["ratio_to_1_worker"] = round(two_workers["images_per_s"] / one_worker["images_per_s"], 2)
+                rows += [one_worker, two_workers]
         memory = peak_memory(source)
         memory["records"] = args.records
         rows.append(memory)

@@ -71,8 +71,8 @@ def decode_image(data):
 
     Returns:
         `(image, problem)`: `image` is `None` when the file cannot be used,
-        and `problem` then gives the reason; for a grayscale file that was converted,
-        `problem` is `GRAYSCALE` and `image` is set.
+        and `problem` then gives the reason. For a grayscale file that was
+        converted, `problem` is `GRAYSCALE` and `image` is set.
     """
     if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-64:]:
         return None, "truncated JPEG (no end-of-image marker)"
@@ -151,7 +151,7 @@ def prepare_shard(index, records, source, output, settings):
     def detector(image):
         return _worker_detector(settings)(image)
 
-    crops, kept = [], []
+    crops, kept_records = [], []
     for record in records:
         try:
             content = (source / record.path).read_bytes()
@@ -167,19 +167,19 @@ def prepare_shard(index, records, source, output, settings):
             report.skip(problem, record.path)
             continue
         crops.append(image)
-        kept.append(record)
+        kept_records.append(record)
 
     size = settings.image_size
     arrays = {
         "images": np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8),
-        "ages": np.array([r.age for r in kept], np.int16),
-        "genders": np.array([r.gender for r in kept], np.int8),
-        "identities": np.array([r.identity for r in kept], dtype=str),
-        "paths": np.array([r.path for r in kept], dtype=str),
+        "ages": np.array([r.age for r in kept_records], np.int16),
+        "genders": np.array([r.gender for r in kept_records], np.int8),
+        "identities": np.array([r.identity for r in kept_records], dtype=str),
+        "paths": np.array([r.path for r in kept_records], dtype=str),
     }
     _write_atomically(output / f"{shard_name(index)}.npz", lambda path: np.savez(path, **arrays))
     summary = {
-        "shard": f"{shard_name(index)}.npz", "kept": len(kept), "skipped": dict(report.skipped),
+        "shard": f"{shard_name(index)}.npz", "kept": len(kept_records), "skipped": dict(report.skipped),
         "examples": report.examples, "grayscale_converted": converted, "source_sha256": digest.hexdigest(),
     }
     _write_atomically(output / f"{shard_name(index)}.json", lambda path: path.write_text(json.dumps(summary)))

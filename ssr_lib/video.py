@@ -6,9 +6,9 @@ returns the frame with a box and an age on each face. Five stages, each timed:
 1. `detect`: a `faces.Detector` on the frame (optionally shrunk first), on
    every frame or every n-th one, and at once after a cut;
 2. `track`: between detections, each face's box follows the image with
-   optical flow (the median motion of corner points inside the box);
-   at a detection, boxes are matched to the faces they overlap so that each
-   face keeps its number;
+   optical flow (the median motion of corner points inside the box). At a
+   detection, boxes are matched to the faces they overlap, so each face
+   keeps its number;
 3. `crop`: the face cut out as the model expects it, with the 40% margin of
    the authors' demo or aligned on the eyes;
 4. `estimate`: all faces of the frame in one batch through SSR-Net, the age
@@ -271,7 +271,7 @@ def open_video(source):
     if isinstance(source, int):
         capture = cv2.VideoCapture(source)
         if not capture.isOpened():
-            raise VideoError(f"Camera {source} could not be opened: no camera, or access was refused. "
+            raise VideoError(f"Camera {source} failed to open: no camera, or access was refused. "
                              "Check that a camera is connected and that no other program uses it.")
         return capture
     path = Path(source)

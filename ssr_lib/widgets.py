@@ -16,6 +16,7 @@ Introduced in notebook 07, *Demo*.
 """
 
 import asyncio
+import logging
 import time
 
 import anywidget
@@ -25,6 +26,8 @@ import numpy as np
 import traitlets
 
 from ssr_lib import faces, video
+
+log = logging.getLogger(__name__)
 
 
 def to_jpeg(frame_bgr, quality=85):
@@ -133,9 +136,9 @@ class VideoPlayer:
         if self.total and self.slider.value >= self.total - 1:
             self._on_seek({"new": 0})  # Play at the end starts again from the beginning
         self.pipeline.reset()
-        shown, with_faces, started = 0, 0, time.perf_counter()
+        frames_shown, with_faces, started = 0, 0, time.perf_counter()
         try:
-            while self.play_button.value and (max_frames is None or shown < max_frames):
+            while self.play_button.value and (max_frames is None or frames_shown < max_frames):
                 if not self.show_next_frame():
                     at = self.slider.value + 1
                     if at >= self.total:
@@ -143,22 +146,23 @@ class VideoPlayer:
                     else:
                         self.status.value = f"Stopped: the video breaks off after frame {at} of {self.total}."
                     break
-                shown += 1
+                frames_shown += 1
                 with_faces += bool(self.last_faces)
                 frames = max(self.pipeline.frames, 1)
-                report = {"fps": shown / (time.perf_counter() - started),
+                report = {"fps": frames_shown / (time.perf_counter() - started),
                           "stage_ms": {s: 1000 * t / frames for s, t in self.pipeline.timings.items()}}
                 self.status.value = _stage_text(report) + f"; faces in this frame: {len(self.last_faces)}"
                 await asyncio.sleep(0)  # let the kernel handle widget events between frames
-        except Exception as error:  # shown in the widget, since a task's errors reach no cell
+        except Exception as error:  # a task's errors reach no cell, so the status line reports them
+            log.warning("Video player stopped on %s at frame %d: %r", self.source, self.slider.value, error)
             self.status.value = f"<b>Stopped by an error:</b> {type(error).__name__}: {error}"
         finally:
             self._playing = False
             self.play_button.value = False
-        if shown and not with_faces:
-            self.status.value += (f" <b>No face found in the {shown} frames played:</b> try another detector, "
-                                  "or detect on every frame.")
-        return shown
+        if frames_shown and not with_faces:
+            self.status.value += (f" <b>No face found in the {frames_shown} frames played:</b> "
+                                  "try another detector, or detect on every frame.")
+        return frames_shown
 
     def _on_play(self, change):
         self.play_button.description = "Pause" if change["new"] else "Play"
@@ -283,8 +287,9 @@ class WebcamWidget(anywidget.AnyWidget):
     def handle_frame(self, jpeg):
         """Annotate one JPEG frame from the browser; return the annotated JPEG and a status line.
 
-        Never raises: any problem becomes the status line, so the browser
-        always gets a reply and goes on sending frames.
+        An undecodable frame or an error in the pipeline becomes the status
+        line instead of an exception, so the browser gets a reply and goes on
+        sending frames.
         """
         blank = to_jpeg(np.zeros((240, 320, 3), np.uint8))
         frame = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR) if jpeg else None
@@ -295,6 +300,7 @@ class WebcamWidget(anywidget.AnyWidget):
         try:
             annotated, self.last_faces = self.pipeline.process(frame)
         except Exception as error:  # reported to the browser, which keeps sending frames
+            log.warning("Webcam frame %d failed: %r", self.frames, error)
             self.last_status = f"The kernel failed on this frame: {type(error).__name__}: {error}"
             return blank, self.last_status
         self.frames += 1
