@@ -4,7 +4,7 @@ Each `check_*` function compares a student's answer with the value the kit
 computes, prints whether it is right and, if not, a hint about the usual
 mistake, and returns `True` or `False`.
 
-Introduced in notebook 09, *Exercises: stage configuration*.
+Introduced in notebook 10, *Exercises: stage configuration*.
 """
 
 import math

@@ -16,7 +16,7 @@ returns the frame with a box and an age on each face. Five stages, each timed:
 5. `draw`: boxes and ages on the frame.
 
 `run_video` runs the pipeline over a file or camera and reports frames per
-second and each stage's time. Introduced in notebook 07, *Demo*.
+second and each stage's time. Introduced in notebook 08, *Demo*.
 """
 
 import time

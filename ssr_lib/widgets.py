@@ -12,7 +12,7 @@ sends JPEG frames to the kernel, the kernel annotates them and sends them
 back. The browser sends a new frame only after the previous one came back,
 so a slow kernel lowers the frame rate instead of piling up frames.
 
-Introduced in notebook 07, *Demo*.
+Introduced in notebook 08, *Demo*.
 """
 
 import asyncio

@@ -71,7 +71,7 @@ def check_demo_page(html):
     """The demo chapter shows the annotated clip as an animated GIF, readable without a kernel."""
     from PIL import Image
 
-    page = (html / "notebooks" / "07_demo.html").read_text()
+    page = (html / "notebooks" / "08_demo.html").read_text()
     gifs = re.findall(r'src="\.\./(_images/[0-9a-f]+\.gif)"', page)
     assert len(gifs) == 1, "the demo page shows no annotated GIF"
     with Image.open(html / gifs[0]) as gif:
