@@ -16,6 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import h5py
+import keras
 
 from ssr_lib import config
 from ssr_lib.model import build_ssrnet, stage_taps
@@ -264,3 +265,108 @@ def load_model(path):
         return load_released_ssrnet(path)
     return kit_model.load_model(path)
 
+
+
+def _layers_in_order(layer_configs):
+    """Yield `(class name, layer name)` of a Keras 2 config's layers, nested models unfolded."""
+    for layer in layer_configs:
+        if layer["class_name"] in ("Model", "Sequential"):
+            yield from _layers_in_order(layer["config"]["layers"])
+        else:
+            yield layer["class_name"], layer["name"]
+
+
+def _kit_layers_in_order(model):
+    """Yield the kit model's layers that hold weights, nested models unfolded."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _kit_layers_in_order(layer)
+        elif layer.weights:
+            yield layer
+
+
+def read_h5_weights_by_name(path):
+    """Read a Keras 2 HDF5 weight file into `{layer name: {weight name: array}}`.
+
+    Nested models store their layers' weights inside their own group, under
+    names such as `conv_dw_1/depthwise_kernel:0`; those are unfolded too.
+    """
+    weights = defaultdict(dict)
+    with h5py.File(path, "r") as file:
+        root = file["model_weights"] if "model_weights" in file else file
+        for group_name in root.attrs["layer_names"]:
+            group = root[group_name.decode() if isinstance(group_name, bytes) else group_name]
+            for name in group.attrs["weight_names"]:
+                name = name.decode() if isinstance(name, bytes) else name
+                layer, weight = name.rsplit("/", 1)
+                weights[layer.rsplit("/", 1)[-1]][weight.split(":")[0]] = group[name][()]
+    return weights
+
+
+# Keras 2 named a depthwise conv's kernel `depthwise_kernel`; Keras 3 names it `kernel`.
+KERAS2_WEIGHT_NAMES = {"kernel": ("kernel", "depthwise_kernel")}
+
+
+def load_released_baseline(name, dataset="imdb"):
+    """Build the comparison model `name` and fill it with the authors' weights for it.
+
+    The authors' baselines (`mobilenet_0.25`, `mobilenet_0.5`, `densenet_13`,
+    `densenet_19`, see `baselines.RELEASED_NAMES`) were built by Keras 2 code
+    that creates the layers in the same order as `ssr_lib.baselines`, so the
+    n-th layer with weights in the released config is matched with the n-th
+    in the kit's model; their classes and every weight's shape must agree.
+
+    Args:
+        name: a key of `baselines.RELEASED_NAMES`; `"ssrnet"` loads SSR-Net.
+        dataset: `"imdb"`, `"wiki"` or `"morph2"`. Defaults to `"imdb"`.
+
+    Returns:
+        A `keras.Model` that expects BGR float32 faces with values 0..255.
+
+    Raises:
+        FileNotFoundError: if the weights are not found, with where to get them.
+        ReleasedModelError: if a layer does not fit; the message names it.
+    """
+    from ssr_lib import baselines
+
+    if name not in baselines.RELEASED_NAMES:
+        raise ValueError(
+            f"No released weights for model {name!r}. Expected one of {sorted(baselines.RELEASED_NAMES)}."
+        )
+    h5_path = released_weights(dataset, baselines.RELEASED_NAMES[name])
+    if name == "ssrnet":
+        return load_released_ssrnet(h5_path)
+    json_path = h5_path.with_suffix(".json")
+    if not json_path.is_file():
+        raise FileNotFoundError(f"Released model config not found: {json_path}. {FETCH_HINT}")
+
+    released = [
+        (kind, layer) for kind, layer in _layers_in_order(json.loads(json_path.read_text())["config"]["layers"])
+        if kind in ("Conv2D", "DepthwiseConv2D", "BatchNormalization", "Dense")
+    ]
+    model = baselines.build(name)
+    kit_layers = list(_kit_layers_in_order(model))
+    if len(released) != len(kit_layers):
+        raise ReleasedModelError(
+            f"{json_path.name}: expected {len(kit_layers)} layers with weights, as in the kit's "
+            f"{model.name}. Received: {len(released)}"
+        )
+    weights = read_h5_weights_by_name(h5_path)
+    for (kind, released_name), layer in zip(released, kit_layers):
+        if kind != type(layer).__name__:
+            raise ReleasedModelError(
+                f"{h5_path.name}: layer {released_name!r} is a {kind}, but the kit's layer "
+                f"{layer.name!r} at the same place is a {type(layer).__name__}."
+            )
+        arrays = []
+        for variable in layer.weights:
+            found = [weights[released_name][n] for n in KERAS2_WEIGHT_NAMES.get(variable.name, (variable.name,))
+                     if n in weights[released_name]]
+            if not found or tuple(found[0].shape) != tuple(variable.shape):
+                raise ReleasedModelError(
+                    f"{h5_path.name}: layer {released_name!r} has no {variable.name} of shape "
+                    f"{tuple(variable.shape)} for the kit's layer {layer.name!r}."
+                )
+            arrays.append(found[0])
+        layer.set_weights(arrays)
+    return model
