@@ -2,11 +2,15 @@
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from ssr_lib.data import UTKFACE_PATTERN
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SHARED_HINT = (
     "set SSR_SHARED_DIR to the folder with data/UTKFace, pretrained/ and media/ "
@@ -32,12 +36,51 @@ def utkface_dir(shared):
     return shared / "data" / "UTKFace"
 
 
+def private_folders(tmp_path_factory):
+    """Return the environment variables that name the session's cache and runs folders."""
+    base = tmp_path_factory.getbasetemp()
+    return {"SSR_CACHE_DIR": str(base / "cache"), "SSR_RUNS_DIR": str(base / "runs")}
+
+
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path_factory, monkeypatch):
     """Give every test one session-wide cache and runs folder outside the repository."""
-    base = tmp_path_factory.getbasetemp()
-    monkeypatch.setenv("SSR_CACHE_DIR", str(base / "cache"))
-    monkeypatch.setenv("SSR_RUNS_DIR", str(base / "runs"))
+    for name, value in private_folders(tmp_path_factory).items():
+        monkeypatch.setenv(name, value)
+
+
+def pytest_collection_modifyitems(items):
+    """Mark every test that uses the built book as `book`, so `-m "not book"` never builds it."""
+    for item in items:
+        if "built_book" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.book)
+
+
+@pytest.fixture(scope="session")
+def built_book(shared, tmp_path_factory):
+    """Build the book once per session with `jupyter-book build -W`, and return its html folder.
+
+    The build trains the quick profile into the session's runs folder, which
+    `private_cache` also gives to each test. This fixture runs before that
+    function-scoped one, so it passes the same folders to the build itself.
+    """
+    output = tmp_path_factory.mktemp("book")
+    env = dict(
+        os.environ,
+        SSR_DATA_DIR=str(shared / "data"),
+        SSR_PRETRAINED_DIR=str(shared / "pretrained"),
+        **private_folders(tmp_path_factory),
+    )
+    build = subprocess.run(
+        [str(Path(sys.executable).parent / "jupyter-book"), "build", str(ROOT),
+         "--path-output", str(output), "-W", "-n", "--keep-going"],
+        capture_output=True, text=True, env=env,
+    )
+    assert build.returncode == 0, build.stdout[-6000:] + build.stderr[-6000:]
+
+    html = output / "_build" / "html"
+    assert (html / "index.html").is_file()
+    return html
 
 
 def copy_utkface(source, folder, count, step):
