@@ -12,7 +12,7 @@ load into them and their parameter counts equal the released ones:
 
 `build_dex` is the kit's own addition: SSR-Net's two streams and stage
 features, read by one 101-bin softmax whose expected value is the age, as in
-DEX (Rothe et al., 2015). It shows what the stagewise design buys when the
+DEX (Rothe et al., 2018). It shows what the stagewise design buys when the
 features are the same.
 
 Every model maps `(batch, 64, 64, 3)` float32 images with values 0..255 to
@@ -188,3 +188,26 @@ def build(name):
     if name not in BUILDERS:
         raise ValueError(f"Unknown model. Expected one of {sorted(BUILDERS)}. Received: {name!r}")
     return BUILDERS[name]()
+
+
+def copy_matching_weights(source, target):
+    """Copy the weights of every layer of `source` into the layer of `target` with its name.
+
+    Layers whose names or shapes differ are left as they are. `build_dex`
+    names its streams and stage features as `model.build_ssrnet` does, so
+    this gives a DEX head SSR-Net's trained features.
+
+    Returns:
+        The names of the layers copied.
+    """
+    copied = []
+    for layer in target.layers:
+        try:
+            origin = source.get_layer(layer.name)
+        except ValueError:
+            continue
+        weights = origin.get_weights()
+        if weights and [w.shape for w in weights] == [w.shape for w in layer.get_weights()]:
+            layer.set_weights(weights)
+            copied.append(layer.name)
+    return copied

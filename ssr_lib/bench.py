@@ -71,7 +71,7 @@ def inference_paths(model, images):
 
 def measure(name, function, batch, repeats=30, rounds=5, path=""):
     """Time `function` and return one benchmark row as a dict."""
-    latency = time_ms(function, repeats=repeats, rounds=rounds)
+    latency = time_ms(function, repeats=repeats, rounds=rounds, warmup=1 if batch > 16 else 3)
     return {"model": name, "path": path, "batch": batch, "latency_ms": latency,
             "images_per_s": batch / latency * 1000}
 
@@ -86,8 +86,8 @@ def benchmark_models(models, images, batches=(1, 256), path="compiled", repeats=
         batches: batch sizes to time. Defaults to 1 (latency for one face)
             and 256 (throughput).
         path: `"compiled"` or `"compiled_xla"`. Defaults to `"compiled"`.
-        repeats, rounds: see `time_ms`. Batches above 16 use a fifth of
-            `repeats`, at least 3.
+        repeats, rounds: see `time_ms`. Batches above 16 use a tenth of
+            `repeats`, at least 1, and at most 3 rounds.
 
     Returns:
         A list of rows: `model`, `path`, `batch`, `latency_ms`,
@@ -97,25 +97,44 @@ def benchmark_models(models, images, batches=(1, 256), path="compiled", repeats=
     rows = []
     for batch in batches:
         x = tf.constant(np.resize(images, (batch, *images.shape[1:])), tf.float32)
-        count = repeats if batch <= 16 else max(3, repeats // 5)
+        # A batch of 256 through DenseNet takes seconds on a CPU: a few calls are enough.
+        count, batch_rounds = (repeats, rounds) if batch <= 16 else (max(1, repeats // 10), min(rounds, 3))
         baseline = None
         for name, model in models.items():
             function = compiled_predict(model, batch, jit_compile=path == "compiled_xla")
-            row = measure(name, lambda f=function: f(x).numpy(), batch, count, rounds, path)
+            row = measure(name, lambda f=function: f(x).numpy(), batch, count, batch_rounds, path)
             baseline = baseline or row["latency_ms"]
             row["ratio"] = row["latency_ms"] / baseline
             rows.append(row)
     return rows
 
 
-def training_throughput(model, images, ages, batch_size=64, steps=20, source="pipeline", augment=True):
+class EpochTimer(keras.callbacks.Callback):
+    """Record how long each epoch of `fit` takes, in seconds."""
+
+    def on_train_begin(self, logs=None):
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self.start)
+
+
+def training_throughput(model, images, ages, batch_size=64, steps=20, source="pipeline", augment=True,
+                        epochs=4):
     """Return training images per second of `model`, from the real pipeline or from memory.
 
     `source="pipeline"` feeds `train.make_dataset` (shuffle, cast, and the
     paper's augmentation when `augment`); `source="memory"` feeds one batch
     already cast to float32, again and again, so only the model's step is
     timed. When the two are close, the model, not the pipeline, limits
-    training. One untimed call of `steps` steps compiles the step first.
+    training.
+
+    One `fit` runs `epochs` short epochs of `steps` steps on one iterator.
+    The first epoch compiles the step and fills the shuffle buffer, so it is
+    left out; the result is the median speed of the others.
     """
     if source == "pipeline":
         dataset = make_dataset(images, ages, batch_size, shuffle=True, augment=augment).repeat()
@@ -125,7 +144,61 @@ def training_throughput(model, images, ages, batch_size=64, steps=20, source="pi
     else:
         raise ValueError(f"Expected source 'pipeline' or 'memory'. Received: {source!r}")
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mean_absolute_error")
-    model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
-    start = time.perf_counter()
-    model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
-    return steps * batch_size / (time.perf_counter() - start)
+    timer = EpochTimer()
+    model.fit(dataset, epochs=epochs, steps_per_epoch=steps, callbacks=[timer], verbose=0)
+    return steps * batch_size / statistics.median(timer.seconds[1:])
+
+
+def single_face_paths(model, faces, export_dir):
+    """Time every way the kit can run `model` on one face, with exports checked on `faces`.
+
+    Writes TFLite (float32, int8 weights, full int8) and ONNX files of
+    `model` into `export_dir`. Returns rows as `benchmark_models` does, with
+    `ratio` against `model.predict`, plus `bytes` (size of the exported
+    file) and `max_diff_years` (largest difference from the Keras model's
+    ages on `faces`) for the exported paths.
+    """
+    from ssr_lib import export
+
+    faces = np.asarray(faces, np.float32)
+    one = faces[:1]
+    reference = model.predict(faces, verbose=0)[:, 0]
+    paths = inference_paths(model, one)
+    checks = {}
+    files = {
+        "tflite": export.to_tflite(model, f"{export_dir}/{model.name}.tflite"),
+        "tflite_int8_weights": export.to_tflite(model, f"{export_dir}/{model.name}_int8_weights.tflite",
+                                                quantize="weights"),
+        "tflite_int8": export.to_tflite(model, f"{export_dir}/{model.name}_int8.tflite", quantize="full",
+                                        calibration=faces),
+        "onnx": export.to_onnx(model, f"{export_dir}/{model.name}.onnx"),
+    }
+    for name, path in files.items():
+        if name == "onnx":
+            runner = export.ONNXModel(path)
+            paths[name] = lambda r=runner: r.predict(one)
+        else:
+            runner = export.TFLiteModel(path, use_xnnpack=name == "tflite")
+            paths[name] = lambda r=runner: r.predict_one(one[0])
+        checks[name] = {"bytes": path.stat().st_size,
+                        "max_diff_years": float(np.abs(runner.predict(faces) - reference).max())}
+
+    rows = []
+    for name, function in paths.items():
+        row = measure(model.name, function, 1, repeats=10 if name in ("predict", "call") else 30, path=name)
+        row.update(checks.get(name, {}))
+        rows.append(row)
+    for row in rows:
+        row["ratio"] = row["latency_ms"] / rows[0]["latency_ms"]
+    return rows
+
+
+def training_rows(models, images, ages, batch_size=64, steps=20):
+    """Return training throughput rows of `models` from the pipeline and from memory."""
+    rows = []
+    for name, model in models.items():
+        for source in ("pipeline", "memory"):
+            speed = training_throughput(model, images, ages, batch_size, steps, source)
+            rows.append({"model": name, "path": f"train_{source}", "batch": batch_size,
+                         "latency_ms": batch_size / speed * 1000, "images_per_s": speed})
+    return rows

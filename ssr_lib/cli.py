@@ -1,4 +1,4 @@
-"""Command line: `python -m ssr_lib {train,evaluate,summary,download,prepare,demo}`.
+"""Command line: `python -m ssr_lib {train,evaluate,summary,download,prepare,demo,bench}`.
 
 Every command that fails on bad input prints one message naming the file
 or folder and the fix, and exits with status 2, never with a traceback.
@@ -103,6 +103,19 @@ def _parse_args(argv):
                       help="imdb, wiki or morph2 (the authors' weights) or a .keras/.h5 file (default: imdb)")
     demo.add_argument("--max-frames", type=_positive, help="stop after N frames")
     demo.add_argument("--json", action="store_true", help="print fps, stage timings and frame counts as JSON")
+
+    bench = commands.add_parser("bench", help="time SSR-Net and the baselines on real faces, and its exports")
+    bench.add_argument("--models", nargs="+", default=None,
+                       help="models to time, SSR-Net first (default: ssrnet dex mobilenet_0.25 mobilenet_0.5 "
+                            "densenet_13 densenet_19)")
+    bench.add_argument("--data-dir", type=Path, help="folder that contains UTKFace/ (default: $SSR_DATA_DIR or data/)")
+    bench.add_argument("--training-models", nargs="+", default=["ssrnet", "mobilenet_0.25"],
+                       help="models whose training throughput to time (default: ssrnet mobilenet_0.25)")
+    bench.add_argument("--training-steps", type=int, default=20,
+                       help="steps timed per training measurement; 0 skips training (default: 20)")
+    bench.add_argument("--export-dir", type=Path,
+                       help="where to write the TFLite and ONNX files (default: a temporary folder)")
+    bench.add_argument("--json", action="store_true", help="print one JSON object per measurement")
     return parser.parse_args(argv)
 
 
@@ -215,10 +228,53 @@ def run_demo(args):
         print(f"Wrote {args.output}")
 
 
+def _released_or_fresh(name):
+    """Return the authors' IMDB model `name` when its weights are found, else an untrained one.
+
+    Speed does not depend on the weights, but the exports' agreement does:
+    quantising an untrained model's activations is not a fair test.
+    """
+    from ssr_lib import baselines, pretrained
+
+    try:
+        return pretrained.load_released_baseline(name)
+    except (FileNotFoundError, ValueError):
+        return baselines.build(name)
+
+
+def run_bench(args):
+    import tempfile
+
+    from ssr_lib import baselines, bench, data
+
+    names = args.models or list(baselines.BUILDERS)
+    unknown = sorted(set(names + args.training_models) - set(baselines.BUILDERS))
+    if unknown:
+        raise ValueError(f"Unknown model {unknown[0]!r}. Expected names from {sorted(baselines.BUILDERS)}.")
+    splits = data.load_utkface(args.data_dir, verbose=not args.json)
+    faces = splits["test"].images[:200].astype("float32")
+    models = {name: _released_or_fresh(name) for name in names}
+    with tempfile.TemporaryDirectory() as scratch:
+        rows = bench.single_face_paths(models[names[0]], faces, args.export_dir or scratch)
+    rows += bench.benchmark_models(models, faces)
+    if args.training_steps > 0:
+        trained = {name: models.get(name) or baselines.build(name) for name in args.training_models}
+        rows += bench.training_rows(trained, splits["train"].images, splits["train"].ages,
+                                    steps=args.training_steps)
+    for row in rows:
+        if args.json:
+            print(json.dumps(row))
+        else:
+            extra = f", ratio {row['ratio']:.2f}" if "ratio" in row else ""
+            print(f"{row['model']:<24} {row['path']:<20} batch {row['batch']:>3}: "
+                  f"{row['latency_ms']:9.3f} ms, {row['images_per_s']:9.1f} images/s{extra}")
+
+
 def main(argv=None):
     args = _parse_args(argv)
     handlers = {"train": run_train, "evaluate": run_evaluate, "summary": run_summary,
-                "download": run_download, "prepare": run_prepare, "demo": run_demo}
+                "download": run_download, "prepare": run_prepare, "demo": run_demo,
+                "bench": run_bench}
     try:
         handlers[args.command](args)
     except (FileNotFoundError, ValueError, DownloadError) as error:

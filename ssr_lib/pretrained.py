@@ -370,3 +370,34 @@ def load_released_baseline(name, dataset="imdb"):
             arrays.append(found[0])
         layer.set_weights(arrays)
     return model
+
+
+def read_released_history(name, dataset="imdb"):
+    """Read the authors' training curves of a released model as a `pandas.DataFrame`.
+
+    The `history_<model>.h5` files are pandas HDF5 tables with one row per
+    epoch and the columns `loss`, `mean_absolute_error`, `val_loss` and
+    `val_mean_absolute_error` (MAE in years).
+
+    Args:
+        name: a key of `baselines.RELEASED_NAMES`, such as `"ssrnet"`.
+        dataset: `"imdb"`, `"wiki"` or `"morph2"`. Defaults to `"imdb"`.
+    """
+    import pandas as pd
+
+    from ssr_lib import baselines
+
+    folder = released_weights(dataset, baselines.RELEASED_NAMES[name]).parent
+    path = folder / f"history_{folder.name}.h5"
+    if not path.is_file():
+        raise FileNotFoundError(f"Training curves not found: {path}. {FETCH_HINT}")
+    return pd.read_hdf(path)
+
+
+def count_released_parameters(name, dataset="imdb"):
+    """Count the values stored in a released weight file, the model's parameter count."""
+    from ssr_lib import baselines
+
+    path = released_weights(dataset, baselines.RELEASED_NAMES[name])
+    weights = read_h5_weights_by_name(path)
+    return int(sum(array.size for layer in weights.values() for array in layer.values()))
