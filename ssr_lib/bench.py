@@ -69,10 +69,14 @@ def inference_paths(model, images):
     }
 
 
-def measure(name, function, batch, repeats=30, rounds=5, path=""):
-    """Time `function` and return one benchmark row as a dict."""
+def measure(name, function, batch, repeats=30, rounds=5, path="", section=""):
+    """Time `function` and return one benchmark row as a dict.
+
+    `path` names the way the model runs (`predict`, `compiled`, `tflite`...)
+    and `section` the group of rows the row belongs to.
+    """
     latency = time_ms(function, repeats=repeats, rounds=rounds, warmup=1 if batch > 16 else 3)
-    return {"model": name, "path": path, "batch": batch, "latency_ms": latency,
+    return {"section": section, "model": name, "path": path, "batch": batch, "latency_ms": latency,
             "images_per_s": batch / latency * 1000}
 
 
@@ -90,9 +94,9 @@ def benchmark_models(models, images, batches=(1, 256), path="compiled", repeats=
             `repeats`, at least 1, and at most 3 rounds.
 
     Returns:
-        A list of rows: `model`, `path`, `batch`, `latency_ms`,
-        `images_per_s` and `ratio`, the row's latency over the first
-        model's at the same batch size.
+        A list of rows: `section` (`"models"`), `model`, `path`, `batch`,
+        `latency_ms`, `images_per_s` and `ratio`, the row's latency over
+        the first model's at the same batch size.
     """
     rows = []
     for batch in batches:
@@ -102,8 +106,9 @@ def benchmark_models(models, images, batches=(1, 256), path="compiled", repeats=
         baseline = None
         for name, model in models.items():
             function = compiled_predict(model, batch, jit_compile=path == "compiled_xla")
-            row = measure(name, lambda f=function: f(x).numpy(), batch, count, batch_rounds, path)
-            baseline = baseline or row["latency_ms"]
+            row = measure(name, lambda f=function: f(x).numpy(), batch, count, batch_rounds, path, "models")
+            if baseline is None:
+                baseline = row["latency_ms"]
             row["ratio"] = row["latency_ms"] / baseline
             rows.append(row)
     return rows
@@ -153,10 +158,13 @@ def single_face_paths(model, faces, export_dir):
     """Time every way the kit can run `model` on one face, with exports checked on `faces`.
 
     Writes TFLite (float32, int8 weights, full int8) and ONNX files of
-    `model` into `export_dir`. Returns rows as `benchmark_models` does, with
-    `ratio` against `model.predict`, plus `bytes` (size of the exported
-    file) and `max_diff_years` (largest difference from the Keras model's
-    ages on `faces`) for the exported paths.
+    `model` into `export_dir`. Returns rows as `benchmark_models` does, in
+    section `"one_face"`, with `ratio` against `model.predict`, plus
+    `bytes` (size of the exported file) and `max_diff_years` (largest
+    difference from the Keras model's ages on `faces`) for the exported
+    paths. The int8 files run on TensorFlow Lite's own kernels, because
+    XNNPACK cannot prepare SSR-Net's quantised graph; their times are not
+    those of the fast float32 path.
     """
     from ssr_lib import export
 
@@ -173,19 +181,20 @@ def single_face_paths(model, faces, export_dir):
                                         calibration=faces),
         "onnx": export.to_onnx(model, f"{export_dir}/{model.name}.onnx"),
     }
-    for name, path in files.items():
+    for name, file in files.items():
         if name == "onnx":
-            runner = export.ONNXModel(path)
+            runner = export.ONNXModel(file)
             paths[name] = lambda r=runner: r.predict(one)
         else:
-            runner = export.TFLiteModel(path, use_xnnpack=name == "tflite")
+            runner = export.TFLiteModel(file, use_xnnpack=name == "tflite")
             paths[name] = lambda r=runner: r.predict_one(one[0])
-        checks[name] = {"bytes": path.stat().st_size,
+        checks[name] = {"bytes": file.stat().st_size,
                         "max_diff_years": float(np.abs(runner.predict(faces) - reference).max())}
 
     rows = []
     for name, function in paths.items():
-        row = measure(model.name, function, 1, repeats=10 if name in ("predict", "call") else 30, path=name)
+        row = measure(model.name, function, 1, repeats=10 if name in ("predict", "call") else 30, path=name,
+                      section="one_face")
         row.update(checks.get(name, {}))
         rows.append(row)
     for row in rows:
@@ -199,6 +208,6 @@ def training_rows(models, images, ages, batch_size=64, steps=20):
     for name, model in models.items():
         for source in ("pipeline", "memory"):
             speed = training_throughput(model, images, ages, batch_size, steps, source)
-            rows.append({"model": name, "path": f"train_{source}", "batch": batch_size,
+            rows.append({"section": "training", "model": name, "path": f"train_{source}", "batch": batch_size,
                          "latency_ms": batch_size / speed * 1000, "images_per_s": speed})
     return rows

@@ -181,17 +181,20 @@ def train(model, splits, output_dir, profile="quick", seed=0, resume=True, verbo
     """Train `model` on `splits["train"]`, validating on `splits["val"]`.
 
     Writes to `output_dir`: `model.keras` (the final model),
-    `history.csv` (loss, MAE and learning rate per epoch), `profile.json`
-    and, while training runs, `backup/` with a checkpoint per epoch. An
-    interrupted run started again with the same `output_dir` resumes from
-    its last finished epoch; a finished run is loaded instead of retrained
-    unless `resume=False`.
+    `history.csv` (per epoch: `loss` and `val_loss`, which add any weight
+    decay to the error; `mae` and `val_mae`, the error alone in years; and
+    `learning_rate`), `profile.json` and, while training runs, `backup/`
+    with a checkpoint per epoch. An interrupted run started again with the
+    same `output_dir` resumes from its last finished epoch; a finished run
+    is loaded instead of retrained unless `resume=False`. Either needs the
+    same settings as the run in the folder.
 
     Args:
         model: a Keras model from images `(batch, h, w, 3)` 0..255 to ages.
         splits: dict with `"train"` and `"val"` `data.Split` objects.
         output_dir: folder for the run's files.
-        profile: `"quick"` or `"full"`. Defaults to `"quick"`.
+        profile: a key of `PROFILES`: `"quick"`, `"full"` or `"compare"`.
+            Defaults to `"quick"`.
         seed: seed of weights, shuffling and augmentation. Defaults to `0`.
         resume: continue or reuse a run found in `output_dir`. Defaults to `True`.
         verbose: Keras `fit` verbosity. Defaults to `2` (one line per epoch).
@@ -200,9 +203,23 @@ def train(model, splits, output_dir, profile="quick", seed=0, resume=True, verbo
     Returns:
         `(model, history)`: the trained model and a `pandas.DataFrame` with
         one row per epoch.
+
+    Raises:
+        ValueError: if `output_dir` holds a run with other settings and
+            `resume` is on; the message names the settings that differ.
     """
     profile = get_profile(profile, **overrides)
     output_dir = Path(output_dir)
+    saved_profile = output_dir / "profile.json"
+    if resume and saved_profile.is_file():
+        previous = json.loads(saved_profile.read_text())
+        current = json.loads(json.dumps(asdict(profile)))
+        differing = sorted(key for key in current if previous.get(key) != current[key])
+        if differing:
+            raise ValueError(
+                f"{output_dir} holds a run with other settings ({', '.join(differing)}). "
+                "Pass resume=False (--fresh on the command line) to train it again, or choose another folder."
+            )
     final_model = output_dir / "model.keras"
     history_file = output_dir / "history.csv"
     if resume and final_model.is_file() and history_file.is_file():
@@ -222,7 +239,10 @@ def train(model, splits, output_dir, profile="quick", seed=0, resume=True, verbo
     train_ds = make_dataset(splits["train"].images, splits["train"].ages, profile.batch_size,
                             shuffle=True, augment=profile.augment, seed=seed)
     val_ds = make_dataset(splits["val"].images, splits["val"].ages, 256)
-    model.compile(optimizer=keras.optimizers.Adam(profile.learning_rate), loss="mean_absolute_error")
+    # The loss includes any weight decay (DenseNet has some), so the error in
+    # years is also tracked on its own, as `mae`.
+    model.compile(optimizer=keras.optimizers.Adam(profile.learning_rate), loss="mean_absolute_error",
+                  metrics=[keras.metrics.MeanAbsoluteError(name="mae")])
     # The history row is written before the backup, so a run killed between
     # the two repeats that epoch (and `read_history` keeps the last row)
     # rather than losing it. A run killed while it writes the backup leaves a

@@ -1,5 +1,8 @@
 """The comparison models: released parameter counts, released weights, DEX, and training."""
 
+import json
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 
@@ -110,3 +113,13 @@ def test_one_training_function_trains_and_saves_every_model(small_utkface, tmp_p
     faces = splits["test"].images.astype(np.float32)
     np.testing.assert_allclose(evaluate.predict_ages(reloaded, faces), evaluate.predict_ages(model, faces),
                                atol=1e-3)
+
+
+def test_a_run_with_other_settings_is_not_reused(small_utkface, tmp_path):
+    """A folder trained with another profile is refused, naming what differs, instead of loaded."""
+    splits = data.load_utkface(small_utkface.parent, verbose=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "profile.json").write_text(json.dumps(asdict(train.get_profile("quick"))))
+    with pytest.raises(ValueError, match="other settings \\(.*learning_rate.*\\).*resume=False"):
+        train.train(baselines.build("ssrnet"), splits, run, profile="compare")

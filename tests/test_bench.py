@@ -93,7 +93,7 @@ def test_bench_command_prints_one_json_row_per_measurement(shared, tmp_path):
     paths = {row["path"] for row in rows}
     assert {"predict", "compiled", "tflite", "tflite_int8", "onnx", "train_pipeline", "train_memory"} <= paths
     for row in rows:
-        assert {"model", "batch", "latency_ms", "images_per_s"} <= set(row)
+        assert {"section", "model", "batch", "latency_ms", "images_per_s"} <= set(row)
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".onnx", ".tflite", ".tflite", ".tflite"]
 
 

@@ -41,6 +41,7 @@ def test_book_builds_on_real_faces(shared, built_book):
         assert "Traceback" not in page, f"{path.stem}.html shows a traceback"
 
     check_demo_page(html)
+    check_comparison_pages(html)
 
     metrics_file = Path(os.environ["SSR_RUNS_DIR"]) / "utkface-quick" / "metrics.json"
     metrics = json.loads(metrics_file.read_text())
@@ -54,6 +55,17 @@ def test_book_builds_on_real_faces(shared, built_book):
     reloaded = evaluate.evaluate(model, test_split)
     assert reloaded["n_test"] == metrics["n_test"]
     assert abs(reloaded["mae"] - metrics["mae"]) < 1e-4
+
+
+def check_comparison_pages(html):
+    """Chapter 7 trained every model with three seeds; chapter 11 ran the benchmark command."""
+    page = (html / "notebooks" / "07_comparing_models.html").read_text()
+    assert "Every released model has exactly the kit" in page
+    for label in ("SSR-Net(3,3,3)", "MobileNet 0.25", "MobileNet 0.5", "DenseNet-13", "DenseNet-19"):
+        assert re.search(re.escape(label) + r": MAE \d+\.\d\d, \d+\.\d\d, \d+\.\d\d", page), label
+    page = (html / "notebooks" / "11_benchmarks.html").read_text()
+    assert "Fastest path for one face:" in page
+    assert "tflite: ages within" in page
 
 
 def check_demo_page(html):
