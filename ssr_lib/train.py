@@ -45,7 +45,7 @@ PROFILES = {
     # released code used Keras' default of 0.001.
     "full": Profile(epochs=90, batch_size=50, learning_rate=0.002, decay_epochs=(30, 60)),
     # Chapter 7 fine-tunes six models from the authors' IMDB weights, three
-    # times each, for 2 epochs on 800 faces: a few minutes on 2 CPU cores,
+    # times each, for 2 epochs on 500 faces: a few minutes on 2 CPU cores,
     # most of it DenseNet. The rate is a quarter of the quick profile's,
     # because the weights start trained, and drops tenfold for epoch 2.
     "compare": Profile(epochs=2, batch_size=64, learning_rate=0.0005, decay_epochs=(1,),

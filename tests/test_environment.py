@@ -10,11 +10,16 @@ MODEL = pretrained.RELEASED_SSRNET
 
 @pytest.fixture
 def data_dir(tmp_path, monkeypatch):
-    """An empty datasets folder, in which the kit also looks for the weights and media."""
+    """An empty datasets folder, in which the kit also looks for the weights and media.
+
+    The runs folder is empty too: the session's own one holds the model the
+    book build trains.
+    """
     folder = tmp_path / "data"
     folder.mkdir()
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SSR_DATA_DIR", str(folder))
+    monkeypatch.setenv("SSR_RUNS_DIR", str(tmp_path / "runs"))
     for variable in ("SSR_PRETRAINED_DIR", "SSR_MEDIA_DIR", "SSR_PROFILE"):
         monkeypatch.delenv(variable, raising=False)
     return folder
