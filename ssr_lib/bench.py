@@ -131,10 +131,10 @@ def training_throughput(model, images, ages, batch_size=64, steps=20, source="pi
                         epochs=4):
     """Return training images per second of `model`, from the real pipeline or from memory.
 
-    `source="pipeline"` feeds `train.make_dataset` (shuffle, cast, and the
-    paper's augmentation when `augment`); `source="memory"` feeds one batch
-    already cast to float32, again and again, so only the model's step is
-    timed. When the two are close, the model, not the pipeline, limits
+    `source="pipeline"` feeds `train.make_dataset`: shuffle, cast, and the
+    SSR-Net paper's augmentation when `augment` is on. `source="memory"`
+    feeds one batch already cast to float32, again and again, so only the
+    model's step is timed. When the two are close, the model, not the pipeline, limits
     training.
 
     One `fit` runs `epochs` short epochs of `steps` steps on one iterator.
@@ -163,8 +163,8 @@ def single_face_paths(model, faces, export_dir):
     `bytes` (size of the exported file) and `max_diff_years` (largest
     difference from the Keras model's ages on `faces`) for the exported
     paths. The int8 files run on TensorFlow Lite's own kernels, because
-    XNNPACK cannot prepare SSR-Net's quantised graph; their times are not
-    those of the fast float32 path.
+    XNNPACK failed to prepare SSR-Net's quantised graph. So their times are
+    not those of the fast float32 path.
     """
     from ssr_lib import export
 

@@ -310,11 +310,12 @@ KERAS2_WEIGHT_NAMES = {"kernel": ("kernel", "depthwise_kernel")}
 def load_released_baseline(name, dataset="imdb"):
     """Build the comparison model `name` and fill it with the authors' weights for it.
 
-    The authors' baselines (`mobilenet_0.25`, `mobilenet_0.5`, `densenet_13`,
-    `densenet_19`, see `baselines.RELEASED_NAMES`) were built by Keras 2 code
-    that creates the layers in the same order as `ssr_lib.baselines`, so the
-    n-th layer with weights in the released config is matched with the n-th
-    in the kit's model; their classes and every weight's shape must agree.
+    The authors' baselines are `mobilenet_0.25`, `mobilenet_0.5`,
+    `densenet_13` and `densenet_19` (see `baselines.RELEASED_NAMES`). Their
+    Keras 2 code creates the layers in the same order as `ssr_lib.baselines`.
+    So the n-th layer with weights in the released config is matched with
+    the n-th in the kit's model, and their classes and every weight's shape
+    must agree.
 
     Args:
         name: a key of `baselines.RELEASED_NAMES`; `"ssrnet"` loads SSR-Net.

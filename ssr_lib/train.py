@@ -205,7 +205,7 @@ def train(model, splits, output_dir, profile="quick", seed=0, resume=True, verbo
         one row per epoch.
 
     Raises:
-        ValueError: if `output_dir` holds a run with other settings and
+        ValueError: if `output_dir` contains a run with other settings and
             `resume` is on; the message names the settings that differ.
     """
     profile = get_profile(profile, **overrides)
@@ -217,7 +217,7 @@ def train(model, splits, output_dir, profile="quick", seed=0, resume=True, verbo
         differing = sorted(key for key in current if previous.get(key) != current[key])
         if differing:
             raise ValueError(
-                f"{output_dir} holds a run with other settings ({', '.join(differing)}). "
+                f"{output_dir} contains a run with other settings ({', '.join(differing)}). "
                 "Pass resume=False (--fresh on the command line) to train it again, or choose another folder."
             )
     final_model = output_dir / "model.keras"

@@ -8,7 +8,7 @@ import pytest
 
 from ssr_lib import baselines, data, evaluate, pretrained, train
 
-# Parameter counts of the authors' released files (../shared/SSRNET-NOTES.md).
+# Parameter counts of the authors' released weight files.
 RELEASED_PARAMETERS = {
     "ssrnet": 40_915,
     "mobilenet_0.25": 226_309,
@@ -24,7 +24,7 @@ def test_parameter_counts_equal_the_released_models(name):
 
 
 @pytest.mark.parametrize("name", sorted(RELEASED_PARAMETERS))
-def test_released_files_hold_as_many_values_as_the_kit_model(shared, monkeypatch, name):
+def test_released_file_parameter_counts(shared, monkeypatch, name):
     monkeypatch.setenv("SSR_PRETRAINED_DIR", str(shared / "pretrained"))
     assert pretrained.count_released_parameters(name) == RELEASED_PARAMETERS[name]
 
@@ -39,7 +39,7 @@ def spread_faces(shared):
 
 @pytest.mark.parametrize("name", ["mobilenet_0.25", "mobilenet_0.5", "densenet_13", "densenet_19"])
 def test_released_baselines_give_adult_ages_on_real_faces(shared, monkeypatch, spread_faces, name):
-    """Trained on IMDB's adults, every released baseline answers in the adult range on UTKFace."""
+    """Trained on IMDB's adults, every released baseline predicts adult ages on UTKFace."""
     monkeypatch.setenv("SSR_PRETRAINED_DIR", str(shared / "pretrained"))
     faces, ages = spread_faces
     predicted = evaluate.predict_ages(pretrained.load_released_baseline(name), faces)
@@ -60,7 +60,7 @@ def test_released_densenets_know_the_channel_order(shared, monkeypatch, spread_f
     assert bgr > rgb + 0.1
 
 
-def test_mobilenet_weights_land_in_the_layers_of_their_name(shared, monkeypatch):
+def test_mobilenet_weights_match_layer_names(shared, monkeypatch):
     """MobileNet's layer names are the same in Keras 2 and 3, so order and name must agree."""
     monkeypatch.setenv("SSR_PRETRAINED_DIR", str(shared / "pretrained"))
     model = pretrained.load_released_baseline("mobilenet_0.25")
@@ -115,7 +115,7 @@ def test_one_training_function_trains_and_saves_every_model(small_utkface, tmp_p
                                atol=1e-3)
 
 
-def test_a_run_with_other_settings_is_not_reused(small_utkface, tmp_path):
+def test_train_rejects_run_with_other_settings(small_utkface, tmp_path):
     """A folder trained with another profile is refused, naming what differs, instead of loaded."""
     splits = data.load_utkface(small_utkface.parent, verbose=False)
     run = tmp_path / "run"

@@ -12,8 +12,8 @@ MODEL = pretrained.RELEASED_SSRNET
 def data_dir(tmp_path, monkeypatch):
     """An empty datasets folder, in which the kit also looks for the weights and media.
 
-    The runs folder is empty too: the session's own one holds the model the
-    book build trains.
+    The runs folder is empty too, because the session's own one contains the
+    model that the book build trains.
     """
     folder = tmp_path / "data"
     folder.mkdir()
