@@ -48,9 +48,13 @@ def _parse_args(argv):
     train.add_argument("--stages", type=int, nargs="+", default=[3, 3, 3], help="bins per stage (default: 3 3 3)")
     train.add_argument("--epochs", type=int, help="override the profile's number of epochs")
     train.add_argument("--fresh", action="store_true", help="ignore a finished or interrupted run in --output")
+    train.add_argument("--batch-size", type=_positive, help="override the profile's batch (per replica)")
     train.add_argument("--prepared", type=Path,
-                       help="train on a folder written by `prepare` instead of --dataset; people with an "
-                            "identity stay on one side of the split")
+                       help="train on a folder written by `prepare` instead of --dataset, streamed from its "
+                            "shards; people with an identity stay on one side of the split")
+    train.add_argument("--strategy", choices=("default", "mirrored", "multi-worker"), default="default",
+                       help="default: one device; mirrored: every GPU of this machine; multi-worker: the "
+                            "machines TF_CONFIG names, one process each (default: default)")
 
     evaluate = commands.add_parser("evaluate", help="print MAE, CA(3) and CA(5) of a saved model")
     evaluate.add_argument("model", type=Path,
@@ -128,17 +132,22 @@ def _print_metrics(metrics, as_json):
 
 
 def run_train(args):
-    from ssr_lib import data, evaluate, model, train
+    from ssr_lib import data, distribute, evaluate, model, train
 
+    # A multi-worker strategy must exist before TensorFlow does any work.
+    strategy = None if args.strategy == "default" else distribute.get_strategy(args.strategy)
     if args.prepared:
         from ssr_lib import prepare
 
-        splits = prepare.load_prepared_splits(args.prepared, seed=args.seed)
+        splits = prepare.open_prepared_splits(args.prepared, seed=args.seed)
     else:
         splits = data.load_utkface(args.data_dir, seed=args.seed)
     network = model.build_ssrnet(args.stages)
     network, _ = train.train(network, splits, args.output, profile=args.profile, seed=args.seed,
-                             resume=not args.fresh, epochs=args.epochs)
+                             resume=not args.fresh, strategy=strategy, epochs=args.epochs,
+                             batch_size=args.batch_size)
+    if not distribute.is_chief():
+        return
     metrics = evaluate.evaluate(network, splits["test"])
     (args.output / "metrics.json").write_text(json.dumps(metrics, indent=2))
     _print_metrics(metrics, as_json=False)

@@ -51,5 +51,17 @@ def age_metrics(ages, predicted):
 
 
 def evaluate(model, split, batch_size=256):
-    """Predict every image of a `data.Split` and return `age_metrics`."""
-    return age_metrics(split.ages, predict_ages(model, split.images, batch_size))
+    """Predict every image of a `data.Split` and return `age_metrics`.
+
+    A `prepare.ShardedSplit` is streamed from its shards, with the true age
+    read next to each image.
+    """
+    if hasattr(split, "images"):
+        return age_metrics(split.ages, predict_ages(model, split.images, batch_size))
+    from ssr_lib import train
+
+    ages, predicted = [], []
+    for images, batch_ages in train.split_dataset(split, batch_size):
+        predicted.append(model.predict_on_batch(images).reshape(-1))
+        ages.append(batch_ages.numpy())
+    return age_metrics(np.concatenate(ages), np.concatenate(predicted))

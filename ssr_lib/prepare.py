@@ -342,8 +342,7 @@ def _write_manifest(output, settings, source, report, n_shards, seconds):
     return manifest
 
 
-def iter_shards(output):
-    """Yield each shard of a prepared folder as a dict of arrays, in order."""
+def _read_manifest(output):
     output = Path(output)
     manifest_path = output / "manifest.json"
     if not manifest_path.is_file():
@@ -354,9 +353,18 @@ def iter_shards(output):
     shards = json.loads(manifest_path.read_text())["shards"]
     if not shards:
         raise ValueError(f"{manifest_path} lists no shard: preparation kept no face. Read its skip counts.")
-    for shard in shards:
-        with np.load(output / shard["shard"], allow_pickle=False) as stored:
-            yield {key: stored[key] for key in stored.files}
+    return shards
+
+
+def iter_shards(output, keys=None):
+    """Yield each shard of a prepared folder as a dict of arrays, in order.
+
+    `keys` limits what is read, such as `("ages", "identities")` without
+    the images. Defaults to every array.
+    """
+    for shard in _read_manifest(output):
+        with np.load(Path(output) / shard["shard"], allow_pickle=False) as stored:
+            yield {key: stored[key] for key in (keys or stored.files)}
 
 
 def load_prepared(output):
@@ -365,17 +373,11 @@ def load_prepared(output):
     return {key: np.concatenate([s[key] for s in shards]) for key in shards[0]}
 
 
-def load_prepared_splits(output, seed=0, fractions=(0.8, 0.1, 0.1), by_identity=None):
-    """Read a prepared folder and split it into train, validation and test `data.Split`s.
-
-    With `by_identity` (the default when the dataset records identities),
-    each person's images stay on one side (`datasets.group_split`);
-    otherwise the split is random (`data.split_indices`).
-    """
+def _split_prepared(output, identities, seed, fractions, by_identity):
+    """Return the indices of each split, by identity where asked or recorded."""
     from ssr_lib import data, datasets
 
-    arrays = load_prepared(output)
-    identities = list(arrays["identities"])
+    identities = list(identities)
     if by_identity is None:
         by_identity = any(identities)
     if by_identity:
@@ -386,5 +388,101 @@ def load_prepared_splits(output, seed=0, fractions=(0.8, 0.1, 0.1), by_identity=
         if len(idx) == 0:
             raise ValueError(f"The {name} split of {output} is empty: {len(identities)} images "
                              f"({len(set(identities))} identities) are too few for fractions {fractions}.")
+    return indices
+
+
+def load_prepared_splits(output, seed=0, fractions=(0.8, 0.1, 0.1), by_identity=None):
+    """Read a prepared folder and split it into train, validation and test `data.Split`s.
+
+    With `by_identity` (the default when the dataset records identities),
+    each person's images stay on one side (`datasets.group_split`);
+    otherwise the split is random (`data.split_indices`).
+    """
+    from ssr_lib import data
+
+    arrays = load_prepared(output)
+    indices = _split_prepared(output, arrays["identities"], seed, fractions, by_identity)
     return {name: data.Split(arrays["images"][idx], arrays["ages"][idx].astype(np.float32), arrays["paths"][idx])
             for name, idx in indices.items()}
+
+
+@dataclass
+class ShardedSplit:
+    """One split of a prepared folder, left on disk: which rows of which shards it holds.
+
+    `shards` lists the `.npz` files, `rows` the split's row numbers in each
+    (one array per shard) and `ages` the split's ages in that order.
+    """
+
+    shards: list
+    rows: list
+    ages: np.ndarray
+
+    def __len__(self):
+        return len(self.ages)
+
+
+def open_prepared_splits(output, seed=0, fractions=(0.8, 0.1, 0.1), by_identity=None):
+    """Split a prepared folder as `load_prepared_splits` does, reading no image.
+
+    Returns:
+        A dict from `"train"`, `"val"` and `"test"` to `ShardedSplit`s,
+        which `stream_faces` and `train.train` read shard by shard.
+    """
+    output = Path(output)
+    files = [output / shard["shard"] for shard in _read_manifest(output)]
+    columns = list(iter_shards(output, keys=("ages", "identities")))
+    sizes = [len(c["ages"]) for c in columns]
+    ages = np.concatenate([c["ages"] for c in columns]).astype(np.float32)
+    indices = _split_prepared(output, np.concatenate([c["identities"] for c in columns]),
+                              seed, fractions, by_identity)
+    starts = np.cumsum([0] + sizes)
+    splits = {}
+    for name, idx in indices.items():
+        shard_of = np.searchsorted(starts, idx, side="right") - 1
+        rows = [idx[shard_of == i] - starts[i] for i in range(len(files))]
+        splits[name] = ShardedSplit([str(f) for f in files], rows, ages[idx])
+    return splits
+
+
+def stream_faces(split, shuffle=False, seed=0, epoch=0, parallel_shards=8):
+    """Stream a `ShardedSplit` as a `tf.data.Dataset` of `(uint8 image, age)` pairs.
+
+    `parallel_shards` shards are read at a time, in parallel, and their
+    faces are interleaved one by one, so memory stays near
+    `parallel_shards * shard size * 12 KB` (about 100 MB with shards of
+    1,000) whatever the dataset's size. With `shuffle`, the order of the
+    shards and of the faces in each shard is drawn from
+    `(seed, epoch)`; `epoch` may be a tensor.
+    """
+    import tensorflow as tf
+
+    with np.load(split.shards[0], allow_pickle=False) as first:
+        size = first["images"].shape[1]
+
+    def read_shard(index, epoch):
+        rows = split.rows[index]
+        if shuffle:
+            rows = np.random.default_rng([seed, int(epoch), int(index)]).permutation(rows)
+        with np.load(split.shards[index], allow_pickle=False) as stored:
+            yield stored["images"][rows], stored["ages"][rows].astype(np.float32)
+
+    def shard_faces(index):
+        signature = (tf.TensorSpec((None, size, size, 3), tf.uint8), tf.TensorSpec((None,), tf.float32))
+        faces = tf.data.Dataset.from_generator(read_shard, args=(index, epoch), output_signature=signature)
+        return faces.unbatch()
+
+    used = tf.constant([i for i, rows in enumerate(split.rows) if len(rows)], tf.int64)
+    if shuffle:
+        used = tf.random.experimental.stateless_shuffle(used, seed=tf.stack([tf.cast(seed, tf.int64),
+                                                                            tf.cast(epoch, tf.int64)]))
+    dataset = tf.data.Dataset.from_tensor_slices(used).interleave(
+        shard_faces, cycle_length=parallel_shards, block_length=1,
+        num_parallel_calls=parallel_shards, deterministic=True)
+    # Telling tf.data the count lets Keras know an epoch's length; it also
+    # fails loudly if a shard changed on disk since the split was made.
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(split)))
+    # Under a multi-worker strategy each worker keeps its share of every batch.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)

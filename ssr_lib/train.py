@@ -10,9 +10,10 @@ zoom 0.8..1.2, each applied with probability 0.25.
 Introduced in notebook 05, *Training and evaluating on UTKFace*.
 """
 
+import contextlib
 import json
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import keras
@@ -21,10 +22,16 @@ import pandas as pd
 import tensorflow as tf
 from keras import layers, ops
 
+from ssr_lib import distribute
+
 
 @dataclass
 class Profile:
-    """Training settings. `decay_epochs` are the epochs where the rate drops tenfold."""
+    """Training settings.
+
+    `decay_epochs` are the epochs where the rate drops tenfold. `optimizer`
+    is `"adam"`, as in the paper, or `"sgd"` (plain gradient descent).
+    """
 
     epochs: int
     batch_size: int
@@ -32,6 +39,7 @@ class Profile:
     decay_epochs: tuple = field(default_factory=tuple)
     augment: bool = True
     bn_momentum: float = 0.99
+    optimizer: str = "adam"
 
 
 PROFILES = {
@@ -53,6 +61,9 @@ PROFILES = {
 }
 
 
+OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
+
+
 def get_profile(profile="quick", **overrides):
     """Return the `Profile` named `profile` with any field replaced by `overrides`."""
     if profile not in PROFILES:
@@ -61,6 +72,9 @@ def get_profile(profile="quick", **overrides):
         )
     settings = asdict(PROFILES[profile])
     settings.update({k: v for k, v in overrides.items() if v is not None})
+    if settings["optimizer"] not in OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer. Expected one of {sorted(OPTIMIZERS)}. "
+                         f"Received: {settings['optimizer']!r}")
     return Profile(**settings)
 
 
@@ -130,14 +144,63 @@ def make_dataset(images, ages, batch_size, shuffle=False, augment=False, seed=0)
     dataset = tf.data.Dataset.from_tensor_slices((images, np.asarray(ages, np.float32)))
     if shuffle:
         dataset = dataset.shuffle(len(ages), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size)
-    dataset = dataset.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return batch_faces(dataset, batch_size, augment, seed)
+
+
+def batch_faces(examples, batch_size, augment=False, seed=0):
+    """Batch a dataset of `(uint8 image, age)` pairs into float32 batches, augmented if asked."""
+    return _to_float(examples.batch(batch_size), augment, seed)
+
+
+def _to_float(batches, augment, seed):
+    dataset = batches.map(lambda x, y: (tf.cast(x, tf.float32), tf.cast(y, tf.float32)),
+                          num_parallel_calls=tf.data.AUTOTUNE)
     if augment:
         augmentation = build_augmentation(seed)
         dataset = dataset.map(
             lambda x, y: (augmentation(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE
         )
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def split_dataset(split, batch_size, augment=False, seed=0):
+    """Build the pipeline of `make_dataset`, unshuffled, for a split in memory or on disk.
+
+    A `data.Split` is read from memory; a `prepare.ShardedSplit` is streamed
+    from its shards (`prepare.stream_faces`), so memory does not grow with
+    the dataset.
+    """
+    from ssr_lib import prepare
+
+    if isinstance(split, prepare.ShardedSplit):
+        return batch_faces(prepare.stream_faces(split), batch_size, augment, seed)
+    return make_dataset(split.images, split.ages, batch_size, augment=augment, seed=seed)
+
+
+def training_batches(split, batch_size, epochs, augment=False, seed=0):
+    """Return every epoch's shuffled batches of `split` as one dataset.
+
+    Epoch `e`'s order is drawn from the seed `(seed, e)` by stateless random
+    operations, so it does not depend on how often the dataset was read
+    before. That matters under a `tf.distribute` strategy, where Keras reads
+    a batch ahead: with a dataset that reshuffles on every read, a
+    distributed run would train on other batches than a run on one device.
+    """
+    from ssr_lib import prepare
+
+    if isinstance(split, prepare.ShardedSplit):
+        def one_epoch(epoch):
+            return prepare.stream_faces(split, shuffle=True, seed=seed, epoch=epoch).batch(batch_size)
+    else:
+        images = tf.constant(split.images)
+        ages = tf.constant(np.asarray(split.ages, np.float32))
+
+        def one_epoch(epoch):
+            order = tf.random.experimental.stateless_shuffle(tf.range(len(split)), seed=tf.stack([seed, epoch]))
+            batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+            return batches.map(lambda rows: (tf.gather(images, rows), tf.gather(ages, rows)))
+
+    return _to_float(tf.data.Dataset.range(epochs).flat_map(one_epoch), augment, seed)
 
 
 def step_decay(profile):
@@ -168,6 +231,38 @@ def set_bn_momentum(model, momentum):
             set_bn_momentum(layer, momentum)
 
 
+class StepCounter(keras.callbacks.Callback):
+    """Add `steps`, the updates the optimizer has made so far, to each epoch's logs."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["steps"] = int(self.model.optimizer.iterations.numpy())
+
+
+class ChiefBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras' `BackupAndRestore`, written by the chief only.
+
+    Under a multi-worker strategy every worker restores from the chief's
+    backup, so the run folder must be on storage that every worker can read.
+    """
+
+    def _save_model(self):
+        if distribute.is_chief():
+            super()._save_model()
+
+    def on_train_end(self, logs=None):
+        if distribute.is_chief():
+            super().on_train_end(logs)
+
+
+def copy_into_scope(model, strategy):
+    """Rebuild `model` with its weights under `strategy.scope()`, so its variables live on every replica."""
+    with strategy.scope():
+        copy = keras.models.clone_model(model)
+        copy.set_weights(model.get_weights())
+    return copy
+
+
 def read_history(path):
     """Read a training history CSV, keeping the last row of each epoch.
 
@@ -177,7 +272,8 @@ def read_history(path):
     return history.drop_duplicates("epoch", keep="last").reset_index(drop=True)
 
 
-def train(model, splits, output_dir, profile="quick", seed=0, resume=True, verbose=2, **overrides):
+def train(model, splits, output_dir, profile="quick", seed=0, resume=True, verbose=2, strategy=None,
+          callbacks=(), **overrides):
     """Train `model` on `splits["train"]`, validating on `splits["val"]`.
 
     Writes to `output_dir`: `model.keras` (the final model),
@@ -189,6 +285,11 @@ def train(model, splits, output_dir, profile="quick", seed=0, resume=True, verbo
     is loaded instead of retrained unless `resume=False`. Either needs the
     same settings as the run in the folder.
 
+    With a `strategy` (see `distribute`), the model is copied onto its
+    replicas, the profile's batch is each replica's share
+    (`distribute.scale_for_replicas`), BatchNorm uses the global batch's
+    statistics, and only the chief writes to `output_dir`.
+
     Args:
         model: a Keras model from images `(batch, h, w, 3)` 0..255 to ages.
         splits: dict with `"train"` and `"val"` `data.Split` objects.
@@ -198,23 +299,37 @@ def train(model, splits, output_dir, profile="quick", seed=0, resume=True, verbo
         seed: seed of weights, shuffling and augmentation. Defaults to `0`.
         resume: continue or reuse a run found in `output_dir`. Defaults to `True`.
         verbose: Keras `fit` verbosity. Defaults to `2` (one line per epoch).
+        strategy: a `tf.distribute.Strategy`. Defaults to `None`: this
+            process's default device, with the model used as it is.
+        callbacks: more Keras callbacks for `fit`, such as
+            `keras.callbacks.TensorBoard`. Defaults to none.
         **overrides: fields of `Profile` to change, such as `epochs=3`.
 
     Returns:
-        `(model, history)`: the trained model and a `pandas.DataFrame` with
-        one row per epoch.
+        `(model, history)`: the trained model (under a strategy, a copy
+        outside it) and
+        a `pandas.DataFrame` with one row per epoch; its `steps` column
+        counts the optimizer's updates since the run began.
 
     Raises:
         ValueError: if `output_dir` contains a run with other settings and
             `resume` is on; the message names the settings that differ.
     """
     profile = get_profile(profile, **overrides)
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    settings = asdict(profile)
+    if replicas > 1:
+        profile = distribute.scale_for_replicas(profile, replicas)
+        settings["replicas"] = replicas
+    chief = distribute.is_chief()
     output_dir = Path(output_dir)
     saved_profile = output_dir / "profile.json"
     if resume and saved_profile.is_file():
-        previous = json.loads(saved_profile.read_text())
-        current = json.loads(json.dumps(asdict(profile)))
-        differing = sorted(key for key in current if previous.get(key) != current[key])
+        # Settings added to the kit after a run was saved take their defaults.
+        defaults = {f.name: f.default for f in fields(Profile) if f.default is not MISSING} | {"replicas": 1}
+        previous = defaults | json.loads(saved_profile.read_text())
+        current = defaults | json.loads(json.dumps(settings))
+        differing = sorted(key for key in current.keys() | previous.keys() if previous.get(key) != current.get(key))
         if differing:
             raise ValueError(
                 f"{output_dir} contains a run with other settings ({', '.join(differing)}). "
@@ -227,33 +342,51 @@ def train(model, splits, output_dir, profile="quick", seed=0, resume=True, verbo
         if len(history) >= profile.epochs:
             print(f"Found a finished run in {output_dir}; loading it (pass resume=False to retrain).")
             return keras.saving.load_model(final_model), history
-    if not resume:
-        for stale in (final_model, history_file):
-            stale.unlink(missing_ok=True)
-        shutil.rmtree(output_dir / "backup", ignore_errors=True)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "profile.json").write_text(json.dumps(asdict(profile), indent=2))
+    if chief:
+        if not resume:
+            for stale in (final_model, history_file):
+                stale.unlink(missing_ok=True)
+            shutil.rmtree(output_dir / "backup", ignore_errors=True)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        saved_profile.write_text(json.dumps(settings, indent=2))
 
     keras.utils.set_random_seed(seed)
+    if strategy is not None:
+        model = copy_into_scope(model, strategy)
+        distribute.synchronize_batch_norm(model, replicas > 1)
     set_bn_momentum(model, profile.bn_momentum)
-    train_ds = make_dataset(splits["train"].images, splits["train"].ages, profile.batch_size,
-                            shuffle=True, augment=profile.augment, seed=seed)
-    val_ds = make_dataset(splits["val"].images, splits["val"].ages, 256)
-    # The loss includes any weight decay (DenseNet has some), so the error in
-    # years is also tracked on its own, as `mae`.
-    model.compile(optimizer=keras.optimizers.Adam(profile.learning_rate), loss="mean_absolute_error",
-                  metrics=[keras.metrics.MeanAbsoluteError(name="mae")])
+    train_ds = training_batches(splits["train"], profile.batch_size, profile.epochs, profile.augment, seed)
+    val_ds = split_dataset(splits["val"], 256)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        # The loss includes any weight decay (DenseNet has some), so the error
+        # in years is also tracked on its own, as `mae`.
+        optimizer = OPTIMIZERS[profile.optimizer](profile.learning_rate)
+        # Keras compiles the step with XLA by default. On the kit's 2-core CPU
+        # that trained about 10% slower (notebook 12 measures it), so XLA is
+        # kept for GPUs only.
+        jit_compile = "auto" if tf.config.list_physical_devices("GPU") else False
+        model.compile(optimizer=optimizer, loss="mean_absolute_error", jit_compile=jit_compile,
+                      metrics=[keras.metrics.MeanAbsoluteError(name="mae")])
     # The history row is written before the backup, so a run killed between
     # the two repeats that epoch (and `read_history` keeps the last row)
     # rather than losing it. A run killed while it writes the backup leaves a
     # damaged file; `double_checkpoint` keeps the previous epoch's backup to
-    # fall back on.
-    callbacks = [
-        keras.callbacks.LearningRateScheduler(step_decay(profile)),
-        keras.callbacks.CSVLogger(str(history_file), append=True),
-        keras.callbacks.BackupAndRestore(str(output_dir / "backup"), double_checkpoint=True),
-    ]
-    model.fit(train_ds, validation_data=val_ds, epochs=profile.epochs, callbacks=callbacks,
-              shuffle=False, verbose=verbose)
+    # fall back on. A run killed within an epoch starts that epoch again.
+    run_callbacks = [keras.callbacks.LearningRateScheduler(step_decay(profile)), StepCounter()]
+    if chief:
+        run_callbacks.append(keras.callbacks.CSVLogger(str(history_file), append=True))
+    run_callbacks.append(ChiefBackupAndRestore(str(output_dir / "backup"), double_checkpoint=True))
+    steps_per_epoch = -(-len(splits["train"]) // profile.batch_size)
+    fitted = model.fit(train_ds, validation_data=val_ds, epochs=profile.epochs, steps_per_epoch=steps_per_epoch,
+                       callbacks=run_callbacks + list(callbacks),
+                       shuffle=False, verbose=verbose)
+    if strategy is not None:
+        # Hand back an ordinary model: one whose predictions do not wait for
+        # the other workers, and with BatchNorm as it was, since synchronized
+        # BatchNorm loads on TensorFlow only.
+        distribute.synchronize_batch_norm(model, False)
+        model = copy_into_scope(model, tf.distribute.get_strategy())
+    if not chief:
+        return model, pd.DataFrame({"epoch": fitted.epoch, **fitted.history})
     model.save(final_model)
     return model, read_history(history_file)
