@@ -128,7 +128,7 @@ class EpochTimer(keras.callbacks.Callback):
 
 
 def training_throughput(model, images, ages, batch_size=64, steps=20, source="pipeline", augment=True,
-                        epochs=4):
+                        epochs=4, jit_compile="auto"):
     """Return training images per second of `model`, from the real pipeline or from memory.
 
     `source="pipeline"` feeds `train.make_dataset`: shuffle, cast, and the
@@ -139,7 +139,9 @@ def training_throughput(model, images, ages, batch_size=64, steps=20, source="pi
 
     One `fit` runs `epochs` short epochs of `steps` steps on one iterator.
     The first epoch compiles the step and fills the shuffle buffer, so it is
-    left out; the result is the median speed of the others.
+    left out; the result is the median speed of the others. `jit_compile`
+    goes to `model.compile`: Keras' `"auto"` compiles the step with XLA when
+    every layer allows it.
     """
     if source == "pipeline":
         dataset = make_dataset(images, ages, batch_size, shuffle=True, augment=augment).repeat()
@@ -148,7 +150,7 @@ def training_throughput(model, images, ages, batch_size=64, steps=20, source="pi
         dataset = tf.data.Dataset.from_tensors(batch).repeat()
     else:
         raise ValueError(f"Expected source 'pipeline' or 'memory'. Received: {source!r}")
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mean_absolute_error")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mean_absolute_error", jit_compile=jit_compile)
     timer = EpochTimer()
     model.fit(dataset, epochs=epochs, steps_per_epoch=steps, callbacks=[timer], verbose=0)
     return steps * batch_size / statistics.median(timer.seconds[1:])

@@ -192,7 +192,9 @@ def build_ssrnet(stage_bins=(3, 3, 3), lambda_local=1.0, lambda_d=1.0, image_siz
         for k, (bins, (tap, pool_size)) in enumerate(zip(stage_bins, stage_taps(len(stage_bins))), start=1)
     ]
     p, eta, delta = (list(group) for group in zip(*outputs))
-    age = SoftStagewiseRegression(lambda_local, lambda_d, age_range, name="age")(p + eta + delta)
+    # float32 even under a mixed-precision policy: the division by 1 + lambda_d * delta
+    # and ages near 100 need more than float16's three significant digits.
+    age = SoftStagewiseRegression(lambda_local, lambda_d, age_range, name="age", dtype="float32")(p + eta + delta)
     return keras.Model(inputs, age, name=name)
 
 
