@@ -1,9 +1,13 @@
 """ssr_lib: the package behind the SSR-Net teaching kit.
 
-One module per concern: `config` (folders), `data` (UTKFace), `imdbwiki`
-(IMDB-WIKI metadata), `download`, `formula` (the soft stagewise regression in
-NumPy), `model` (SSR-Net in Keras 3), `pretrained` (the authors' weights),
-`train`, `evaluate`, `plotting`, `exercises` and `cli`.
+One module per concern: `config` (folders), `data` (UTKFace), `datasets`
+(the other datasets' readers), `imdbwiki` (IMDB-WIKI metadata), `download`,
+`faces` (detection and alignment), `prepare` (sharded preparation and
+streaming), `formula` (the soft stagewise regression in NumPy), `model`
+(SSR-Net in Keras 3), `baselines` (MobileNet, DenseNet, DEX), `pretrained`
+(the authors' weights), `train`, `distribute` (`tf.distribute` strategies),
+`evaluate`, `bench`, `export`, `video`, `widgets`, `plotting`,
+`environment`, `exercises` and `cli`.
 """
 
 import os
