@@ -152,7 +152,7 @@ def training_throughput(model, images, ages, batch_size=64, steps=20, source="pi
         raise ValueError(f"Expected source 'pipeline' or 'memory'. Received: {source!r}")
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mean_absolute_error", jit_compile=jit_compile)
     timer = EpochTimer()
-    model.fit(dataset, epochs=epochs, steps_per_epoch=steps, callbacks=[timer], verbose=0)
+    model.fit(dataset, epochs=epochs, steps_per_epoch=steps, callbacks=[timer], shuffle=False, verbose=0)
     return steps * batch_size / statistics.median(timer.seconds[1:])
 
 

@@ -146,7 +146,7 @@ def run_train(args):
     network, _ = train.train(network, splits, args.output, profile=args.profile, seed=args.seed,
                              resume=not args.fresh, strategy=strategy, epochs=args.epochs,
                              batch_size=args.batch_size)
-    if not distribute.is_chief():
+    if strategy is not None and not distribute.is_chief():
         return
     metrics = evaluate.evaluate(network, splits["test"])
     (args.output / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -11,7 +11,9 @@ Introduced in notebook 05, *Training and evaluating on UTKFace*.
 """
 
 import contextlib
+import functools
 import json
+import os
 import shutil
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -177,30 +179,32 @@ def split_dataset(split, batch_size, augment=False, seed=0):
     return make_dataset(split.images, split.ages, batch_size, augment=augment, seed=seed)
 
 
-def training_batches(split, batch_size, epochs, augment=False, seed=0):
-    """Return every epoch's shuffled batches of `split` as one dataset.
+def training_batches(split, batch_size, epochs, augment=False, seed=0, first_epoch=0):
+    """Return the shuffled batches of epochs `first_epoch` to `epochs - 1` of `split` as one dataset.
 
-    Epoch `e`'s order is drawn from the seed `(seed, e)` by stateless random
-    operations, so it does not depend on how often the dataset was read
-    before. That matters under a `tf.distribute` strategy, where Keras reads
-    a batch ahead: with a dataset that reshuffles on every read, a
-    distributed run would train on other batches than a run on one device.
+    Epoch `e`'s order is drawn from the seed `(seed, e)` alone, so it does not
+    depend on how often the dataset was read before, and a resumed run reads
+    the epochs it has left in their own order. That matters under a
+    `tf.distribute` strategy, where Keras reads a batch ahead: with a dataset
+    that reshuffles on every read, a distributed run would train on other
+    batches than a run on one device.
     """
     from ssr_lib import prepare
 
     if isinstance(split, prepare.ShardedSplit):
-        def one_epoch(epoch):
-            return prepare.stream_faces(split, shuffle=True, seed=seed, epoch=epoch).batch(batch_size)
-    else:
-        images = tf.constant(split.images)
-        ages = tf.constant(np.asarray(split.ages, np.float32))
+        # One pipeline per epoch, each with its own seeds, read one after another.
+        epochs_left = [prepare.stream_faces(split, shuffle=True, seed=seed, epoch=e).batch(batch_size)
+                       for e in range(first_epoch, epochs)]
+        return _to_float(functools.reduce(tf.data.Dataset.concatenate, epochs_left), augment, seed)
+    images = tf.constant(split.images)
+    ages = tf.constant(np.asarray(split.ages, np.float32))
 
-        def one_epoch(epoch):
-            order = tf.random.experimental.stateless_shuffle(tf.range(len(split)), seed=tf.stack([seed, epoch]))
-            batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
-            return batches.map(lambda rows: (tf.gather(images, rows), tf.gather(ages, rows)))
+    def one_epoch(epoch):
+        order = tf.random.experimental.stateless_shuffle(tf.range(len(split)), seed=tf.stack([seed, epoch]))
+        batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+        return batches.map(lambda rows: (tf.gather(images, rows), tf.gather(ages, rows)))
 
-    return _to_float(tf.data.Dataset.range(epochs).flat_map(one_epoch), augment, seed)
+    return _to_float(tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch), augment, seed)
 
 
 def step_decay(profile):
@@ -240,19 +244,37 @@ class StepCounter(keras.callbacks.Callback):
 
 
 class ChiefBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """Keras' `BackupAndRestore`, written by the chief only.
+    """Keras' `BackupAndRestore`, written by the chief only (`chief=True`).
 
     Under a multi-worker strategy every worker restores from the chief's
     backup, so the run folder must be on storage that every worker can read.
     """
 
+    def __init__(self, backup_dir, chief=True, **kwargs):
+        super().__init__(backup_dir, **kwargs)
+        self.chief = chief
+
+    def on_train_begin(self, logs=None):
+        if self.chief:
+            super().on_train_begin(logs)
+        else:
+            # Only read: the chief alone repairs a damaged backup.
+            self._load_model()
+
     def _save_model(self):
-        if distribute.is_chief():
+        if self.chief:
             super()._save_model()
 
     def on_train_end(self, logs=None):
-        if distribute.is_chief():
+        if self.chief:
             super().on_train_end(logs)
+
+    def finished_epochs(self):
+        """Return how many epochs the backup has finished: 0 without one, or when it cannot be read."""
+        try:
+            return int(json.loads(Path(self._training_metadata_path).read_text())["epoch"])
+        except (OSError, ValueError, KeyError):
+            return 0
 
 
 def copy_into_scope(model, strategy):
@@ -321,7 +343,7 @@ def train(model, splits, output_dir, profile="quick", seed=0, resume=True, verbo
     if replicas > 1:
         profile = distribute.scale_for_replicas(profile, replicas)
         settings["replicas"] = replicas
-    chief = distribute.is_chief()
+    chief = strategy is None or distribute.is_chief()
     output_dir = Path(output_dir)
     saved_profile = output_dir / "profile.json"
     if resume and saved_profile.is_file():
@@ -348,14 +370,24 @@ def train(model, splits, output_dir, profile="quick", seed=0, resume=True, verbo
                 stale.unlink(missing_ok=True)
             shutil.rmtree(output_dir / "backup", ignore_errors=True)
         output_dir.mkdir(parents=True, exist_ok=True)
-        saved_profile.write_text(json.dumps(settings, indent=2))
+        partial = output_dir / "profile.partial.json"
+        partial.write_text(json.dumps(settings, indent=2))
+        os.replace(partial, saved_profile)
 
     keras.utils.set_random_seed(seed)
     if strategy is not None:
         model = copy_into_scope(model, strategy)
         distribute.synchronize_batch_norm(model, replicas > 1)
     set_bn_momentum(model, profile.bn_momentum)
-    train_ds = training_batches(splits["train"], profile.batch_size, profile.epochs, profile.augment, seed)
+    backup = ChiefBackupAndRestore(str(output_dir / "backup"), chief=chief, double_checkpoint=True)
+    first_epoch = backup.finished_epochs()
+    train_ds = training_batches(splits["train"], profile.batch_size, profile.epochs, profile.augment, seed,
+                                first_epoch)
+    if first_epoch:
+        # A damaged backup makes Keras fall back to the one before it, one
+        # epoch earlier, which then needs one epoch of batches more.
+        train_ds = train_ds.concatenate(training_batches(splits["train"], profile.batch_size, first_epoch,
+                                                         profile.augment, seed, first_epoch - 1))
     val_ds = split_dataset(splits["val"], 256)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         # The loss includes any weight decay (DenseNet has some), so the error
@@ -375,7 +407,7 @@ def train(model, splits, output_dir, profile="quick", seed=0, resume=True, verbo
     run_callbacks = [keras.callbacks.LearningRateScheduler(step_decay(profile)), StepCounter()]
     if chief:
         run_callbacks.append(keras.callbacks.CSVLogger(str(history_file), append=True))
-    run_callbacks.append(ChiefBackupAndRestore(str(output_dir / "backup"), double_checkpoint=True))
+    run_callbacks.append(backup)
     steps_per_epoch = -(-len(splits["train"]) // profile.batch_size)
     fitted = model.fit(train_ds, validation_data=val_ds, epochs=profile.epochs, steps_per_epoch=steps_per_epoch,
                        callbacks=run_callbacks + list(callbacks),

@@ -145,3 +145,16 @@ def test_training_streams_from_shards(prepared, tmp_path):
     steps_per_epoch = -(-len(splits["train"]) // 64)
     assert history["steps"].tolist() == [steps_per_epoch, 2 * steps_per_epoch]
     assert np.isfinite(history["val_mae"]).all()
+
+
+def test_resumed_epochs_keep_their_order(prepared):
+    in_memory = prepare.load_prepared_splits(prepared)["train"]
+    on_disk = prepare.open_prepared_splits(prepared)["train"]
+    for split in (in_memory, on_disk):
+        steps = -(-len(split) // 64)
+        every_epoch = [ages.numpy() for _, ages in train.training_batches(split, 64, 3)]
+        resumed = [ages.numpy() for _, ages in train.training_batches(split, 64, 3, first_epoch=1)]
+        assert len(every_epoch) == 3 * steps
+        assert len(resumed) == 2 * steps
+        for expected, batch in zip(every_epoch[steps:], resumed):
+            np.testing.assert_array_equal(batch, expected)
