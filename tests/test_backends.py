@@ -1,8 +1,9 @@
-"""SSR-Net on Keras' PyTorch backend: the same model file gives the same ages, and it trains.
+"""SSR-Net on Keras' PyTorch and JAX backends: the same model file gives the same ages, and it trains.
 
 The model and its layer use `keras.ops` only, so a `.keras` file saved with
-TensorFlow loads and runs under PyTorch. The test runs PyTorch in a
-subprocess, because Keras picks its backend once per process.
+TensorFlow loads and runs under PyTorch and JAX. Each backend runs in a
+subprocess, because Keras picks its backend once per process, and is
+skipped when its package is not installed.
 """
 
 import json
@@ -15,9 +16,7 @@ import pytest
 
 from ssr_lib import data, pretrained
 
-torch_spec = pytest.importorskip("torch", reason="PyTorch is not installed: pip install torch")
-
-TORCH_SCRIPT = """
+BACKEND_SCRIPT = """
 import json, sys
 import numpy as np
 import keras
@@ -31,7 +30,9 @@ print(json.dumps({"backend": keras.backend.backend(), "predicted": predicted.tol
 """
 
 
-def test_model_file_runs_and_trains_on_pytorch(shared, small_utkface, tmp_path):
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_model_file_runs_and_trains_on_backend(backend, shared, small_utkface, tmp_path):
+    pytest.importorskip(backend, reason=f"{backend} is not installed: pip install {backend}")
     images = np.stack([data.load_face(small_utkface / name) for name in sorted(os.listdir(small_utkface))])
     ages = np.array([int(name.split("_")[0]) for name in sorted(os.listdir(small_utkface))], np.float32)
     faces = tmp_path / "faces.npz"
@@ -44,10 +45,10 @@ def test_model_file_runs_and_trains_on_pytorch(shared, small_utkface, tmp_path):
     network.save(path)
     expected = network.predict(images.astype(np.float32), verbose=0).reshape(-1)
 
-    result = subprocess.run([sys.executable, "-c", TORCH_SCRIPT, str(path), str(faces)],
-                            capture_output=True, text=True, env=dict(os.environ, KERAS_BACKEND="torch"))
+    result = subprocess.run([sys.executable, "-c", BACKEND_SCRIPT, str(path), str(faces)],
+                            capture_output=True, text=True, env=dict(os.environ, KERAS_BACKEND=backend))
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["backend"] == "torch"
+    assert report["backend"] == backend
     np.testing.assert_allclose(report["predicted"], expected, atol=1e-2)
     assert report["losses"][-1] < report["losses"][0]

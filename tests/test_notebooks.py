@@ -70,8 +70,9 @@ def check_comparison_pages(html):
     page = (html / "notebooks" / "12_training_at_scale.html").read_text()
     assert re.search(r"Two workers took \d+\.\d\d times as long as one", page)
     assert re.search(r"mixed precision against float32 on 256 faces: mean difference 0\.\d{3} years", page)
-    if importlib.util.find_spec("torch"):
-        assert "backend torch:" in page
+    for backend in ("torch", "jax"):
+        if importlib.util.find_spec(backend):
+            assert f"backend {backend}:" in page
 
 
 def check_demo_page(html):
