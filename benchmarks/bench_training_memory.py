@@ -8,8 +8,8 @@ the images. Run from the repository root:
     python benchmarks/bench_training_memory.py --data-dir ../shared/data
 
 Each case trains SSR-Net for one epoch with `train.train` in a fresh process
-and reports its peak resident memory. The baseline is streaming one copy;
-the other cases print their ratio to it, measured in the same run:
+and reports its peak resident memory. The baseline is streaming one copy.
+Two other cases print their ratio to it, measured in the same run:
 streaming `--copies` copies, and loading one copy into memory as
 `load_prepared_splits` does.
 """
@@ -64,7 +64,7 @@ def measure(folder, mode, label):
         done = subprocess.run([sys.executable, __file__, "--child", mode, str(folder), output],
                               capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"The {label} case failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"The {label} case failed (exit status {done.returncode}):\n{done.stderr[-3000:]}")
     row = json.loads(done.stdout.strip().splitlines()[-1])
     return {"case": label, "mode": mode, **row}
 

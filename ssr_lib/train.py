@@ -196,6 +196,8 @@ def training_batches(split, batch_size, epochs, augment=False, seed=0, first_epo
         epochs_left = [prepare.stream_faces(split, shuffle=True, seed=seed, epoch=e).batch(batch_size)
                        for e in range(first_epoch, epochs)]
         return _to_float(functools.reduce(tf.data.Dataset.concatenate, epochs_left), augment, seed)
+    # NOTE: the images become a constant of the dataset's graph, which suits
+    # UTKFace's 250 MB. Datasets of several GB should be streamed from shards.
     images = tf.constant(split.images)
     ages = tf.constant(np.asarray(split.ages, np.float32))
 
@@ -236,7 +238,7 @@ def set_bn_momentum(model, momentum):
 
 
 class StepCounter(keras.callbacks.Callback):
-    """Add `steps`, the updates the optimizer has made so far, to each epoch's logs."""
+    """Callback that adds `steps`, the optimizer's updates so far, to each epoch's logs."""
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
@@ -244,10 +246,12 @@ class StepCounter(keras.callbacks.Callback):
 
 
 class ChiefBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """Keras' `BackupAndRestore`, written by the chief only (`chief=True`).
+    """Keras' `BackupAndRestore` callback, written by the chief only (`chief=True`).
 
     Under a multi-worker strategy every worker restores from the chief's
     backup, so the run folder must be on storage that every worker can read.
+    NOTE: it overrides Keras' private `_save_model` and calls `_load_model`
+    (Keras 3.15), so a Keras upgrade may need it changed.
     """
 
     def __init__(self, backup_dir, chief=True, **kwargs):
@@ -329,9 +333,8 @@ def train(model, splits, output_dir, profile="quick", seed=0, resume=True, verbo
 
     Returns:
         `(model, history)`: the trained model (under a strategy, a copy
-        outside it) and
-        a `pandas.DataFrame` with one row per epoch; its `steps` column
-        counts the optimizer's updates since the run began.
+        outside it) and a `pandas.DataFrame` with one row per epoch. Its
+        `steps` column counts the optimizer's updates since the run began.
 
     Raises:
         ValueError: if `output_dir` contains a run with other settings and
